@@ -1,0 +1,122 @@
+/* health: liveness (the process answers), readiness (each dependency answers, 503 if one does
+ * not), the API summary, the Prometheus metrics and the OpenAPI document. */
+#include <string.h>
+
+#include "../base/embed.h"
+#include "../base/util.h"
+#include "../net/metrics.h"
+#include "app.h"
+
+app_t g_app;
+
+store_conn_t *app_store(http_request_t *req, http_response_t *res)
+{
+    err_t e;
+    err_clear(&e);
+    store_conn_t *c = g_app.store->ops->acquire(g_app.store, 2000, &e);
+    if (!c)
+        http_res_error(req, res, &e);
+    return c;
+}
+
+void app_store_done(store_conn_t *c)
+{
+    if (c)
+        g_app.store->ops->release(g_app.store, c);
+}
+
+void health_live(http_request_t *req, http_response_t *res)
+{
+    static const char body[] = "{\"status\":\"ok\"}";
+    http_res_text(res, 200, "application/json", body, sizeof body - 1);
+    http_res_header(res, "Cache-Control", "no-store");
+}
+
+void health_ready(http_request_t *req, http_response_t *res)
+{
+    err_t e;
+    err_clear(&e);
+    uint64_t t0 = time_mono_ns();
+    store_conn_t *c = g_app.store->ops->acquire(g_app.store, 1000, &e);
+    bool ok = c && g_app.store->ops->ping(c, &e);
+    app_store_done(c);
+    double ms = (double)(time_mono_ns() - t0) / 1e6;
+    jw_t w;
+    http_res_json(res, ok ? 200 : 503, &w);
+    jw_obj_begin(&w);
+    jw_kstr(&w, "status", ok ? "ok" : "unavailable");
+    jw_key(&w, "checks");
+    jw_obj_begin(&w);
+    jw_key(&w, "database");
+    jw_obj_begin(&w);
+    jw_kstr(&w, "status", ok ? "ok" : "unavailable");
+    jw_kstr(&w, "backend", g_app.store->ops->name);
+    jw_key(&w, "latency_ms");
+    jw_double(&w, (double)(int64_t)(ms * 1000) / 1000);
+    if (!ok)
+        jw_kstr(&w, "error", e.message);
+    jw_obj_end(&w);
+    jw_obj_end(&w);
+    jw_obj_end(&w);
+    http_res_header(res, "Cache-Control", "no-store");
+    if (!ok)
+        http_res_header(res, "Retry-After", "5");
+}
+
+void health_api(http_request_t *req, http_response_t *res)
+{
+    store_conn_t *c = app_store(req, res);
+    if (!c)
+        return;
+    err_t e;
+    err_clear(&e);
+    int64_t count = 0;
+    bool ok = g_app.store->ops->property_count(c, &count, &e);
+    app_store_done(c);
+    if (!ok) {
+        http_res_error(req, res, &e);
+        return;
+    }
+    jw_t w;
+    http_res_json(res, 200, &w);
+    jw_obj_begin(&w);
+    jw_kstr(&w, "status", "ok");
+    jw_kstr(&w, "version", HEARTH_VERSION);
+    jw_kstr(&w, "database", g_app.store->ops->name);
+    jw_kint(&w, "uptime_seconds", (time_now_us() - g_app.started_at_us) / 1000000);
+    jw_kint(&w, "properties", count);
+    jw_obj_end(&w);
+}
+
+void metrics_get(http_request_t *req, http_response_t *res)
+{
+    if (!g_app.cfg->metrics_public && !req->peer_loopback) {
+        http_res_errorf(req, res, ERR_FORBIDDEN, "metrics are served to loopback clients only (HEARTH_METRICS_PUBLIC)");
+        return;
+    }
+    res->status = 200;
+    res->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    metrics_render(&res->body);
+    store_stats_t st;
+    g_app.store->ops->stats(g_app.store, &st);
+    buf_printf(&res->body,
+               "# HELP hearth_store_pool_size Store connections in the pool.\n# TYPE hearth_store_pool_size gauge\n"
+               "hearth_store_pool_size{backend=\"%s\"} %d\n"
+               "# HELP hearth_store_pool_in_use Store connections lent out now.\n# TYPE hearth_store_pool_in_use gauge\n"
+               "hearth_store_pool_in_use{backend=\"%s\"} %d\n"
+               "# HELP hearth_store_pool_waits_total Acquisitions that had to wait.\n# TYPE hearth_store_pool_waits_total counter\n"
+               "hearth_store_pool_waits_total{backend=\"%s\"} %llu\n"
+               "# HELP hearth_store_pool_timeouts_total Acquisitions that gave up (503).\n# TYPE hearth_store_pool_timeouts_total counter\n"
+               "hearth_store_pool_timeouts_total{backend=\"%s\"} %llu\n"
+               "# HELP hearth_uptime_seconds Seconds since start.\n# TYPE hearth_uptime_seconds gauge\n"
+               "hearth_uptime_seconds %lld\n",
+               g_app.store->ops->name, st.pool_size, g_app.store->ops->name, st.in_use, g_app.store->ops->name,
+               (unsigned long long)st.waits, g_app.store->ops->name, (unsigned long long)st.timeouts,
+               (long long)((time_now_us() - g_app.started_at_us) / 1000000));
+}
+
+void openapi_get(http_request_t *req, http_response_t *res)
+{
+    const embed_file_t *f = embed_find("docs/openapi.json");
+    http_res_text(res, 200, "application/json", f->start, (size_t)(f->end - f->start));
+}

@@ -1,0 +1,222 @@
+/* config: environment parsing and validation; see config.h. */
+#include "config.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util.h"
+
+config_t g_config;
+
+static bool fail(char *why, size_t n, const char *var, const char *expected, const char *got)
+{
+    snprintf(why, n, "%s=%s: expected %s", var, got, expected);
+    return false;
+}
+
+static bool env_int(const char *var, int def, int lo, int hi, int *out, char *why, size_t n)
+{
+    const char *v = getenv(var);
+    if (!v || !*v) {
+        *out = def;
+        return true;
+    }
+    int64_t x;
+    if (!parse_i64(v, &x) || x < lo || x > hi) {
+        char exp[96];
+        snprintf(exp, sizeof exp, "an integer from %d to %d", lo, hi);
+        return fail(why, n, var, exp, v);
+    }
+    *out = (int)x;
+    return true;
+}
+
+static const char *env_str(const char *var)
+{
+    const char *v = getenv(var);
+    return v && *v ? v : NULL;
+}
+
+/* "1048576", "512k", "10M", "1G" */
+static bool parse_size(const char *s, size_t *out)
+{
+    char *end;
+    if (!isdigit((unsigned char)*s))
+        return false;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned long long mul = 1;
+    if (*end) {
+        switch (tolower((unsigned char)*end)) {
+        case 'k': mul = 1024ull; break;
+        case 'm': mul = 1024ull * 1024; break;
+        case 'g': mul = 1024ull * 1024 * 1024; break;
+        default: return false;
+        }
+        end++;
+        if (tolower((unsigned char)*end) == 'b')
+            end++;
+        if (*end)
+            return false;
+    }
+    if (v == 0 || v > (1ull << 40) / mul)
+        return false;
+    *out = (size_t)(v * mul);
+    return true;
+}
+
+bool config_set_listen(config_t *c, const char *value, char *why, size_t whylen)
+{
+    const char *colon = strrchr(value, ':');
+    if (!colon)
+        return fail(why, whylen, "HEARTH_LISTEN", "HOST:PORT (for example 127.0.0.1:8080)", value);
+    const char *host = value;
+    size_t hlen = (size_t)(colon - value);
+    if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']')
+        host++, hlen -= 2;
+    if (hlen >= sizeof c->listen_host)
+        return fail(why, whylen, "HEARTH_LISTEN", "a shorter host name", value);
+    int64_t port;
+    if (!parse_i64(colon + 1, &port) || port < 0 || port > 65535)
+        return fail(why, whylen, "HEARTH_LISTEN", "HOST:PORT with a port from 0 to 65535", value);
+    if (hlen == 0)
+        snprintf(c->listen_host, sizeof c->listen_host, "0.0.0.0");
+    else
+        snprintf(c->listen_host, sizeof c->listen_host, "%.*s", (int)hlen, host);
+    c->listen_port = (int)port;
+    return true;
+}
+
+bool config_is_sqlite(const config_t *c) { return strncmp(c->database_url, "sqlite://", 9) == 0; }
+
+const char *config_sqlite_path(const config_t *c)
+{
+    /* sqlite:///abs/path -> /abs/path ; sqlite://rel/path -> rel/path */
+    return c->database_url + 9;
+}
+
+bool config_load(config_t *c, char *why, size_t n)
+{
+    memset(c, 0, sizeof *c);
+    const char *v;
+
+    if (!config_set_listen(c, env_str("HEARTH_LISTEN") ? env_str("HEARTH_LISTEN") : "127.0.0.1:8080", why, n))
+        return false;
+
+    v = env_str("HEARTH_DATA_DIR");
+    snprintf(c->data_dir, sizeof c->data_dir, "%s", v ? v : "./var");
+
+    v = env_str("DATABASE_URL");
+    if (v) {
+        if (strncmp(v, "sqlite://", 9) != 0 && strncmp(v, "postgres://", 11) != 0 &&
+            strncmp(v, "postgresql://", 13) != 0)
+            return fail(why, n, "DATABASE_URL", "sqlite:///PATH or postgres://...", v);
+        if (strncmp(v, "sqlite://", 9) == 0 && !v[9])
+            return fail(why, n, "DATABASE_URL", "sqlite:///PATH with a file path", v);
+        if (strlen(v) >= sizeof c->database_url)
+            return fail(why, n, "DATABASE_URL", "a shorter URL", "...");
+        snprintf(c->database_url, sizeof c->database_url, "%s", v);
+    } else {
+        snprintf(c->database_url, sizeof c->database_url, "sqlite://%s/hearth.db", c->data_dir);
+    }
+
+    c->redis_url = env_str("REDIS_URL");
+    if (c->redis_url && strncmp(c->redis_url, "redis://", 8) != 0 && strncmp(c->redis_url, "rediss://", 9) != 0)
+        return fail(why, n, "REDIS_URL", "redis://HOST:PORT[/DB]", c->redis_url);
+    c->s3_endpoint = env_str("S3_ENDPOINT");
+    if (c->s3_endpoint && strncmp(c->s3_endpoint, "http://", 7) != 0 && strncmp(c->s3_endpoint, "https://", 8) != 0)
+        return fail(why, n, "S3_ENDPOINT", "an http:// or https:// URL", c->s3_endpoint);
+    c->s3_bucket = env_str("S3_BUCKET");
+    c->s3_region = env_str("S3_REGION");
+    c->s3_access_key_id = env_str("S3_ACCESS_KEY_ID");
+    c->s3_secret_access_key = env_str("S3_SECRET_ACCESS_KEY");
+    c->s3_public_url = env_str("S3_PUBLIC_URL");
+    c->model_service_url = env_str("MODEL_SERVICE_URL");
+    if (c->model_service_url && strncmp(c->model_service_url, "http://", 7) != 0 &&
+        strncmp(c->model_service_url, "https://", 8) != 0)
+        return fail(why, n, "MODEL_SERVICE_URL", "an http:// or https:// URL", c->model_service_url);
+    c->jwt_secret = env_str("HEARTH_JWT_SECRET");
+    if (c->jwt_secret && strlen(c->jwt_secret) < 32)
+        return fail(why, n, "HEARTH_JWT_SECRET", "at least 32 characters", "(hidden)");
+    c->rate_limits = env_str("HEARTH_RATE_LIMITS");
+    c->trusted_proxies = env_str("HEARTH_TRUSTED_PROXIES");
+
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1)
+        cores = 1;
+    if (!env_int("HEARTH_THREADS", (int)cores, 1, 256, &c->threads, why, n))
+        return false;
+    int defworkers = (int)(cores * 2 < 4 ? 4 : cores * 2);
+    if (!env_int("HEARTH_WORKERS", defworkers, 1, 1024, &c->workers, why, n))
+        return false;
+    if (!env_int("HEARTH_DB_POOL", c->workers, 1, 1024, &c->db_pool, why, n))
+        return false;
+
+    c->log_level = LOG_INFO;
+    v = env_str("HEARTH_LOG_LEVEL");
+    if (v && !log_level_parse(v, &c->log_level))
+        return fail(why, n, "HEARTH_LOG_LEVEL", "one of debug, info, warn, error", v);
+    c->log_json = true;
+    v = env_str("HEARTH_LOG_FORMAT");
+    if (v) {
+        if (strcmp(v, "json") == 0)
+            c->log_json = true;
+        else if (strcmp(v, "text") == 0)
+            c->log_json = false;
+        else
+            return fail(why, n, "HEARTH_LOG_FORMAT", "json or text", v);
+    }
+
+    v = env_str("HEARTH_CORS_ORIGINS");
+    if (v) {
+        char *copy = strdup(v), *save = NULL;
+        for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            while (*tok == ' ')
+                tok++;
+            size_t len = strlen(tok);
+            while (len && tok[len - 1] == ' ')
+                tok[--len] = '\0';
+            if (!len)
+                continue;
+            if (strcmp(tok, "*") == 0) {
+                c->cors_any = true;
+                continue;
+            }
+            if ((strncmp(tok, "http://", 7) != 0 && strncmp(tok, "https://", 8) != 0) || tok[len - 1] == '/') {
+                free(copy);
+                return fail(why, n, "HEARTH_CORS_ORIGINS", "a comma-separated list of origins like https://example.com, or *", v);
+            }
+            if (c->ncors == CONFIG_MAX_ORIGINS) {
+                free(copy);
+                return fail(why, n, "HEARTH_CORS_ORIGINS", "at most 32 origins", v);
+            }
+            c->cors_origins[c->ncors++] = strdup(tok);
+        }
+        free(copy);
+    }
+
+    c->max_body = 1024 * 1024;
+    v = env_str("HEARTH_MAX_BODY");
+    if (v && !parse_size(v, &c->max_body))
+        return fail(why, n, "HEARTH_MAX_BODY", "a size in bytes, optionally with k, M or G (for example 1M)", v);
+
+    v = env_str("HEARTH_METRICS_PUBLIC");
+    if (v) {
+        if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0)
+            c->metrics_public = true;
+        else if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0)
+            c->metrics_public = false;
+        else
+            return fail(why, n, "HEARTH_METRICS_PUBLIC", "1 or 0", v);
+    }
+
+    if (!env_int("HEARTH_HEADER_TIMEOUT_MS", 10000, 10, 3600000, &c->header_timeout_ms, why, n) ||
+        !env_int("HEARTH_BODY_TIMEOUT_MS", 30000, 10, 3600000, &c->body_timeout_ms, why, n) ||
+        !env_int("HEARTH_IDLE_TIMEOUT_MS", 60000, 10, 3600000, &c->idle_timeout_ms, why, n) ||
+        !env_int("HEARTH_SHUTDOWN_TIMEOUT_MS", 10000, 0, 3600000, &c->shutdown_timeout_ms, why, n) ||
+        !env_int("HEARTH_MAX_CONNECTIONS", 20000, 1, 1000000, &c->max_connections, why, n))
+        return false;
+    return true;
+}

@@ -1,0 +1,46 @@
+/* config: the process configuration, read once at start-up from the environment (12-factor) and
+ * overridden by command-line flags. Every value is validated before anything starts; a bad value
+ * is reported as one line naming the variable and what was expected. Read-only after load. */
+#ifndef HEARTH_CONFIG_H
+#define HEARTH_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+#define CONFIG_MAX_ORIGINS 32
+
+typedef struct config {
+    char listen_host[256];
+    int listen_port;
+    char data_dir[1024];
+    char database_url[2048];
+    const char *redis_url, *s3_endpoint, *s3_bucket, *s3_region, *s3_access_key_id,
+        *s3_secret_access_key, *s3_public_url, *model_service_url, *jwt_secret, *rate_limits,
+        *trusted_proxies;
+    int threads;         /* event loops (HEARTH_THREADS, default: cores) */
+    int workers;         /* blocking-handler pool threads (HEARTH_WORKERS) */
+    int db_pool;         /* store connections (HEARTH_DB_POOL, default: workers) */
+    log_level_t log_level;
+    bool log_json;
+    int ncors;           /* 0: CORS off */
+    bool cors_any;       /* "*" */
+    char *cors_origins[CONFIG_MAX_ORIGINS];
+    size_t max_body;     /* HEARTH_MAX_BODY bytes */
+    bool metrics_public; /* HEARTH_METRICS_PUBLIC=1: /metrics open to all (else loopback only) */
+    int header_timeout_ms, body_timeout_ms, idle_timeout_ms, shutdown_timeout_ms;
+    int max_connections;
+} config_t;
+
+extern config_t g_config;
+
+/* Load from the environment. On failure writes one line into `why` and returns false. */
+bool config_load(config_t *c, char *why, size_t whylen);
+/* Parse "host:port" (or ":port", or "[v6]:port") into the config. */
+bool config_set_listen(config_t *c, const char *value, char *why, size_t whylen);
+bool config_is_sqlite(const config_t *c);
+const char *config_sqlite_path(const config_t *c); /* the file path of a sqlite:// URL */
+
+#endif

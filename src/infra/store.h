@@ -1,0 +1,66 @@
+/* store: the persistence interface. One struct of function pointers with a backend per file
+ * (store_sqlite.c today; store_postgres.c later), chosen by DATABASE_URL alone. Code above infra/
+ * never knows which backend it has.
+ *
+ * A store owns a bounded pool of connections. A caller acquires one for the span of one request
+ * (on a worker thread, never on an event loop), calls the operations, and releases it. When the pool
+ * stays exhausted past the acquire timeout, acquire fails with ERR_UNAVAILABLE (a 503). */
+#ifndef HEARTH_STORE_H
+#define HEARTH_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../base/arena.h"
+#include "../base/config.h"
+#include "../base/error.h"
+#include "../domain/property.h"
+
+typedef struct store store_t;
+typedef struct store_conn store_conn_t;
+
+typedef struct store_stats {
+    int pool_size, in_use;
+    uint64_t acquires, waits, timeouts;
+} store_stats_t;
+
+/* The outcome of one row of an import batch. */
+typedef enum { UPSERT_INSERTED, UPSERT_UPDATED, UPSERT_UNCHANGED } upsert_result_t;
+
+typedef struct store_ops {
+    const char *name; /* "sqlite", "postgres" */
+    int (*migrate)(store_t *s, err_t *e); /* applies pending migrations; returns how many, -1 on error */
+    store_conn_t *(*acquire)(store_t *s, int timeout_ms, err_t *e);
+    void (*release)(store_t *s, store_conn_t *c);
+    bool (*ping)(store_conn_t *c, err_t *e);
+    void (*stats)(store_t *s, store_stats_t *out);
+    void (*close)(store_t *s);
+
+    /* ERR_NOT_FOUND when there is no such id */
+    bool (*property_get)(store_conn_t *c, int64_t id, arena_t *a, property_t *out, err_t *e);
+    bool (*property_search)(store_conn_t *c, const property_query_t *q, arena_t *a, property_page_t *out, err_t *e);
+    /* Inserts `p` and fills its id, version and timestamps. ERR_CONFLICT on a taken (source, external_id). */
+    bool (*property_create)(store_conn_t *c, property_t *p, err_t *e);
+    /* Replaces the row with `p` (already merged by the caller) when its version is still
+     * `expect_version`: ERR_PRECONDITION otherwise, ERR_NOT_FOUND when gone. Bumps p->version. */
+    bool (*property_update)(store_conn_t *c, property_t *p, int64_t expect_version, err_t *e);
+    /* expect_version 0: any version */
+    bool (*property_delete)(store_conn_t *c, int64_t id, int64_t expect_version, err_t *e);
+    /* Inserts or updates each row by (source, external_id), all in one transaction. */
+    bool (*property_upsert_batch)(store_conn_t *c, property_t *rows, int n, upsert_result_t *results, err_t *e);
+    bool (*property_count)(store_conn_t *c, int64_t *out, err_t *e);
+} store_ops_t;
+
+struct store {
+    const store_ops_t *ops;
+};
+
+struct store_conn {
+    store_t *store;
+};
+
+/* Opens the backend that cfg->database_url names. */
+store_t *store_open(const config_t *cfg, err_t *e);
+store_t *store_sqlite_open(const char *path, int pool_size, err_t *e);
+
+#endif

@@ -1,0 +1,33 @@
+/* router: the table of routes and the match from (method, path) to a handler. Patterns are literal
+ * segments and {name} parameters. A path that matches some pattern but not the method is a 405
+ * with the Allow header built from the patterns that matched. */
+#ifndef HEARTH_ROUTER_H
+#define HEARTH_ROUTER_H
+
+#include "http.h"
+
+typedef void (*http_handler_t)(http_request_t *req, http_response_t *res);
+
+enum {
+    ROUTE_ON_LOOP = 1, /* cannot block: runs on the event loop; otherwise on the worker pool */
+};
+
+struct route {
+    http_method_t method;
+    const char *pattern;
+    http_handler_t handler;
+    int flags;
+    int index; /* position in the table, for metrics */
+};
+
+/* The application's routes (api/routes.c); the table ends with a NULL pattern. */
+extern route_t app_routes[];
+int router_count(void);
+
+typedef enum { ROUTE_FOUND, ROUTE_NO_PATH, ROUTE_NO_METHOD } route_match_t;
+
+/* Matches req->method/path; on ROUTE_FOUND sets req->route and its params. HEAD matches GET.
+ * On ROUTE_NO_METHOD, `allow` receives the Allow header value. */
+route_match_t router_match(http_request_t *req, char *allow, size_t allowlen);
+
+#endif

@@ -1,0 +1,526 @@
+"""harness: spawns a real `hearth serve` on a free port against a temporary data directory and
+gives API tests small helpers to talk to it over real HTTP.
+
+A test class derives from ServerTestCase and sets LOAD_DATA (import the Ames and Sacramento
+fixtures first) and ENV (extra environment for the server). One server runs per class; teardown
+sends SIGTERM and asserts that the server exits 0. Standard library only.
+"""
+import http.client
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+BIN = os.environ.get("HEARTH_BIN") or os.path.join(ROOT, "build", "hearth")
+FIXTURES = os.environ.get("HEARTH_FIXTURES") or os.path.join(ROOT, "tests", "fixtures")
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+RFC3339_UTC_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
+
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 15.0
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def base_env(data_dir, extra=None):
+    env = dict(os.environ)
+    # never inherit settings of a developer's shell that would change what we test
+    for k in list(env):
+        if k.startswith("HEARTH_") and k not in ("HEARTH_BIN", "HEARTH_FIXTURES"):
+            del env[k]
+        elif k in ("DATABASE_URL", "REDIS_URL", "S3_ENDPOINT", "MODEL_SERVICE_URL"):
+            del env[k]
+    env["HEARTH_DATA_DIR"] = data_dir
+    env["HEARTH_LOG_LEVEL"] = "warn"
+    if extra:
+        for k, v in extra.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = str(v)
+    return env
+
+
+def run_cli(args, data_dir, extra_env=None, timeout=60, stdin=None):
+    """Runs `hearth ARGS` to completion; returns CompletedProcess with text stdout/stderr."""
+    return subprocess.run([BIN] + list(args), env=base_env(data_dir, extra_env),
+                          stdin=subprocess.DEVNULL if stdin is None else stdin,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=timeout, text=True, errors="replace")
+
+
+def import_fixtures(data_dir):
+    for name, fmt in (("ames_small.csv", "ames"), ("sacramento_small.csv", "sacramento")):
+        path = os.path.join(FIXTURES, name)
+        r = run_cli(["import", path, "--format", fmt], data_dir)
+        if r.returncode != 0:
+            raise RuntimeError("hearth import %s --format %s exited %d\nstdout: %s\nstderr: %s"
+                               % (path, fmt, r.returncode, r.stdout[-2000:], r.stderr[-2000:]))
+
+
+class Resp(tuple):
+    """(status, headers, data): headers is a dict with lower-cased names (repeated headers
+    joined by ", "), data is the parsed JSON for JSON responses and the body bytes otherwise.
+    .raw is always the body bytes; .json is the parsed body or None."""
+
+    def __new__(cls, status, headers, raw_body, reason=""):
+        data = raw_body
+        parsed = None
+        ctype = headers.get("content-type", "")
+        if raw_body and ctype.split(";")[0].strip().lower() == "application/json":
+            try:
+                parsed = json.loads(raw_body.decode("utf-8"))
+                data = parsed
+            except (ValueError, UnicodeDecodeError):
+                parsed = None
+        self = super().__new__(cls, (status, headers, data))
+        self.raw = raw_body
+        self.json = parsed
+        self.reason = reason
+        return self
+
+    status = property(lambda self: self[0])
+    headers = property(lambda self: self[1])
+    data = property(lambda self: self[2])
+
+    def __repr__(self):
+        body = self.raw[:600]
+        return "<HTTP %s %r %r>" % (self.status, self.headers, body)
+
+
+def _headers_dict(items):
+    d = {}
+    for k, v in items:
+        k = k.lower()
+        d[k] = d[k] + ", " + v if k in d else v
+    return d
+
+
+class Server:
+    def __init__(self, env=None, load_data=False, data_dir=None, args=None):
+        self.own_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="hearth-api-")
+        self.extra_env = dict(env or {})
+        self.load_data = load_data
+        self.args = list(args or [])
+        self.proc = None
+        self.port = None
+        self.log_path = os.path.join(self.data_dir, "server-%d.log" % id(self))
+
+    def start(self):
+        if not os.path.exists(BIN):
+            raise RuntimeError("HEARTH_BIN %s does not exist (build first)" % BIN)
+        if self.load_data:
+            import_fixtures(self.data_dir)
+            self.load_data = False
+        self.port = free_port()
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--listen", "127.0.0.1:%d" % self.port] + self.args,
+            env=base_env(self.data_dir, self.extra_env),
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("hearth serve exited with %d during start-up:\n%s"
+                                   % (self.proc.returncode, self.log_tail()))
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                c.request("GET", "/health/live")
+                r = c.getresponse()
+                r.read()
+                c.close()
+                if r.status == 200:
+                    return self
+                last = "status %d" % r.status
+            except OSError as e:
+                last = repr(e)
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError("hearth serve did not answer GET /health/live with 200 within %ss (%s):\n%s"
+                           % (START_TIMEOUT, last, self.log_tail()))
+
+    def log_tail(self, n=4000):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-n:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
+        """Sends `sig` and waits; returns the exit code (None if it had to be killed)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                return None
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def cleanup(self):
+        self.kill()
+        try:
+            self.log.close()
+        except Exception:
+            pass
+        if self.own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    # --- clients -------------------------------------------------------------------------------
+
+    def request(self, method, path, body=None, headers=None, timeout=15):
+        hdrs = dict(headers or {})
+        payload = body
+        if body is not None and not isinstance(body, (bytes, bytearray, str)):
+            payload = json.dumps(body).encode()
+            if not any(k.lower() == "content-type" for k in hdrs):
+                hdrs["Content-Type"] = "application/json"
+        elif isinstance(body, str):
+            payload = body.encode()
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            c.request(method, path, body=payload, headers=hdrs)
+            r = c.getresponse()
+            data = r.read()
+            return Resp(r.status, _headers_dict(r.getheaders()), data, r.reason)
+        finally:
+            c.close()
+
+    def connect(self, timeout=10):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    def raw(self, data, timeout=10, responses=1):
+        """Sends raw bytes on a new connection and returns the raw bytes of up to `responses`
+        responses (or everything until the server closes or `timeout` passes)."""
+        s = self.connect(timeout)
+        try:
+            try:
+                s.sendall(data)
+            except OSError:
+                pass
+            reader = RawReader(s, timeout)
+            out = b""
+            for _ in range(responses):
+                try:
+                    r = reader.read_response()
+                except (OSError, EOFError, ValueError):
+                    out += reader.drain()
+                    break
+                out += r.raw
+            return out
+        finally:
+            s.close()
+
+
+class RawReader:
+    """Reads HTTP/1.1 responses from a socket, framing them by Content-Length or chunked."""
+
+    def __init__(self, sock, timeout=10):
+        self.sock = sock
+        self.buf = b""
+        self.timeout = timeout
+        self.eof = False
+
+    def _fill(self):
+        if self.eof:
+            raise EOFError("connection closed")
+        self.sock.settimeout(self.timeout)
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            self.eof = True
+            raise EOFError("connection closed")
+        self.buf += chunk
+
+    def drain(self):
+        out, self.buf = self.buf, b""
+        return out
+
+    def _take(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        i = self.buf.index(b"\r\n")
+        out, self.buf = self.buf[:i + 2], self.buf[i + 2:]
+        return out
+
+    def read_response(self, head=False):
+        """Returns a RawResponse; skips 1xx interim responses."""
+        while True:
+            while b"\r\n\r\n" not in self.buf:
+                self._fill()
+            i = self.buf.index(b"\r\n\r\n")
+            head_bytes, self.buf = self.buf[:i + 4], self.buf[i + 4:]
+            lines = head_bytes.decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ", 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+                raise ValueError("bad status line %r" % lines[0])
+            status = int(parts[1])
+            hdrs = _headers_dict(l.split(":", 1) for l in lines[1:] if ":" in l)
+            hdrs = {k: v.strip() for k, v in hdrs.items()}
+            if 100 <= status < 200:
+                continue
+            body = b""
+            if head or status in (204, 304):
+                pass
+            elif "chunked" in hdrs.get("transfer-encoding", "").lower():
+                raw_body = b""
+                while True:
+                    line = self._line()
+                    raw_body += line
+                    size = int(line.split(b";")[0].strip(), 16)
+                    if size == 0:
+                        while True:
+                            t = self._line()
+                            raw_body += t
+                            if t == b"\r\n":
+                                break
+                        break
+                    data = self._take(size + 2)
+                    raw_body += data
+                    body += data[:-2]
+                head_bytes += raw_body
+            elif "content-length" in hdrs:
+                body = self._take(int(hdrs["content-length"]))
+                head_bytes += body
+            else:
+                while True:
+                    try:
+                        self._fill()
+                    except EOFError:
+                        break
+                body = self.drain()
+                head_bytes += body
+            return RawResponse(status, hdrs, body, head_bytes)
+
+
+class RawResponse:
+    def __init__(self, status, headers, body, raw):
+        self.status, self.headers, self.body, self.raw = status, headers, body, raw
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def __repr__(self):
+        return "<RAW %d %r %r>" % (self.status, self.headers, self.body[:400])
+
+
+def parse_status(raw_bytes):
+    """Status code of the first response in raw bytes, or None."""
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", raw_bytes)
+    return int(m.group(1)) if m else None
+
+
+def wait_closed(sock, timeout):
+    """Reads and discards until the peer closes; True if it closed within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        r, _, _ = select.select([sock], [], [], left)
+        if r:
+            try:
+                if not sock.recv(65536):
+                    return True
+            except (ConnectionResetError, BrokenPipeError):
+                return True
+            except socket.timeout:
+                pass
+
+
+class ServerTestCase(unittest.TestCase):
+    LOAD_DATA = False
+    ENV = {}
+    ARGS = []
+    server = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(env=cls.ENV, load_data=cls.LOAD_DATA, args=cls.ARGS)
+        try:
+            cls.server.start()
+        except Exception:
+            cls.server.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        srv = cls.server
+        try:
+            was_alive = srv.alive()
+            code = srv.stop()
+            if not was_alive:
+                raise AssertionError("server died during the tests (exit %r):\n%s"
+                                     % (srv.proc.returncode, srv.log_tail()))
+            if code != 0:
+                raise AssertionError("server did not exit 0 within %ss of SIGTERM (exit %r):\n%s"
+                                     % (STOP_TIMEOUT, code, srv.log_tail()))
+        finally:
+            srv.cleanup()
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def request(self, method, path, body=None, headers=None, timeout=15):
+        return self.server.request(method, path, body, headers, timeout)
+
+    def raw(self, data, timeout=10, responses=1):
+        return self.server.raw(data, timeout, responses)
+
+    def get_json(self, path, status=200, headers=None):
+        r = self.request("GET", path, headers=headers)
+        self.assertEqual(r.status, status, "GET %s -> %r" % (path, r))
+        self.assertIsNotNone(r.json, "GET %s: body is not JSON: %r" % (path, r))
+        return r.json
+
+    def assert_common_headers(self, resp, json_body=True):
+        h = resp.headers
+        rid = h.get("x-request-id")
+        self.assertTrue(rid and REQUEST_ID_RE.match(rid), "bad X-Request-ID %r in %r" % (rid, resp))
+        self.assertEqual(h.get("x-content-type-options", "").lower(), "nosniff", repr(resp))
+        self.assertEqual(h.get("x-frame-options", "").upper(), "DENY", repr(resp))
+        if json_body:
+            ctype = h.get("content-type", "")
+            self.assertEqual(ctype.split(";")[0].strip().lower(), "application/json", repr(resp))
+
+    def assert_error(self, resp, status, code, field=None):
+        """The body is exactly {"error":{"code","message","request_id"[,"details"]}} and
+        X-Request-ID equals error.request_id. `field`: a details entry must name it."""
+        if isinstance(resp, RawResponse):
+            st, hdrs, body = resp.status, resp.headers, resp.body
+        else:
+            st, hdrs, body = resp[0], resp[1], resp.raw
+        self.assertEqual(st, status, "expected %d %s, got %r" % (status, code, resp))
+        self.assert_common_headers(resp)
+        try:
+            doc = json.loads(body.decode("utf-8"))
+        except Exception:
+            self.fail("error body is not JSON: %r" % (resp,))
+        self.assertIsInstance(doc, dict)
+        self.assertEqual(set(doc.keys()), {"error"}, "error body has other top-level keys: %r" % doc)
+        err = doc["error"]
+        self.assertIsInstance(err, dict)
+        keys = set(err.keys())
+        self.assertTrue({"code", "message", "request_id"} <= keys, "error lacks keys: %r" % doc)
+        self.assertTrue(keys <= {"code", "message", "request_id", "details"},
+                        "error has unexpected keys: %r" % doc)
+        self.assertEqual(err["code"], code, "wrong error code: %r" % doc)
+        self.assertIsInstance(err["message"], str)
+        self.assertTrue(err["message"], "empty message: %r" % doc)
+        self.assertIsInstance(err["request_id"], str)
+        self.assertEqual(hdrs.get("x-request-id"), err["request_id"],
+                         "X-Request-ID header differs from error.request_id: %r" % (resp,))
+        if "details" in err:
+            self.assertIsInstance(err["details"], list)
+            for d in err["details"]:
+                self.assertIsInstance(d, dict, repr(doc))
+                self.assertTrue({"field", "message"} <= set(d.keys()), "bad detail %r" % d)
+                self.assertIsInstance(d["message"], str)
+        if field is not None:
+            fields = [d.get("field") for d in err.get("details", [])]
+            self.assertIn(field, fields, "no detail for field %r in %r" % (field, doc))
+        return err
+
+    def fetch_all(self, query="", limit=100, sort=None):
+        """Every item of GET /api/properties?query, following next_cursor; asserts no repeats."""
+        items = []
+        seen = set()
+        cursor = None
+        pages = 0
+        while True:
+            qs = ["limit=%d" % limit]
+            if query:
+                qs.append(query)
+            if sort:
+                qs.append("sort=" + sort)
+            if cursor:
+                qs.append("cursor=" + urlquote(cursor))
+            path = "/api/properties?" + "&".join(qs)
+            r = self.request("GET", path)
+            self.assertEqual(r.status, 200, "GET %s -> %r" % (path, r))
+            doc = r.json
+            self.assertEqual(set(doc.keys()), {"items", "next_cursor"}, repr(doc)[:300])
+            self.assertLessEqual(len(doc["items"]), limit)
+            for it in doc["items"]:
+                self.assertNotIn(it["id"], seen, "id %d repeated while paging %s" % (it["id"], path))
+                seen.add(it["id"])
+                items.append(it)
+            cursor = doc["next_cursor"]
+            pages += 1
+            self.assertLess(pages, 1000, "pagination does not end")
+            if cursor is None:
+                break
+            self.assertIsInstance(cursor, str)
+        return items
+
+
+def urlquote(s):
+    from urllib.parse import quote
+    return quote(s, safe="")
+
+
+def valid_property(**over):
+    p = {
+        "title": "Test house",
+        "description": "A test listing",
+        "price": 250000.5,
+        "location": "123 Test St, Ames, IA",
+        "city": "Ames",
+        "state": "IA",
+        "zip": "50010",
+        "latitude": 42.03,
+        "longitude": -93.62,
+        "bedrooms": 3,
+        "bathrooms": 2.5,
+        "size_sqft": 1500,
+        "lot_size_sqft": 8000,
+        "year_built": 1995,
+        "amenities": ["garage"],
+        "property_type": "single_family",
+        "status": "active",
+    }
+    for k, v in over.items():
+        if v is Ellipsis:
+            p.pop(k, None)
+        else:
+            p[k] = v
+    return p
+
+
+def main():
+    unittest.main(verbosity=1)
