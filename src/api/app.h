@@ -21,6 +21,10 @@ extern app_t g_app;
 store_conn_t *app_store(http_request_t *req, http_response_t *res);
 void app_store_done(store_conn_t *c);
 
+/* Reads the query of GET /api/properties: false with `e` set (a 400), or true with details in `e`
+ * when values read but are not allowed (a 422). */
+bool properties_read_query(http_request_t *req, property_query_t *pq, err_t *e);
+
 /* Handlers, one group per file */
 void health_live(http_request_t *req, http_response_t *res);
 void health_ready(http_request_t *req, http_response_t *res);

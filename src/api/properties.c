@@ -99,8 +99,7 @@ static int q_list(http_request_t *req, const char *v, const char **out, int max)
     return n;
 }
 
-/* Reads the search query; false with `e` set (400) or true with details in `e` (422). */
-static bool read_query(http_request_t *req, property_query_t *pq, err_t *e)
+bool properties_read_query(http_request_t *req, property_query_t *pq, err_t *e)
 {
     http_query_t q;
     if (!http_query_parse(req, &q, e))
@@ -211,7 +210,7 @@ void properties_list(http_request_t *req, http_response_t *res)
     err_t e;
     err_clear(&e);
     property_query_t pq;
-    if (!read_query(req, &pq, &e) || e.code != ERR_NONE) {
+    if (!properties_read_query(req, &pq, &e) || e.code != ERR_NONE) {
         http_res_error(req, res, &e);
         return;
     }
@@ -265,10 +264,10 @@ void properties_create(http_request_t *req, http_response_t *res)
     property_t p;
     property_init(&p);
     uint64_t present;
-    property_from_json(body, &p, &present, req->arena, &e);
+    bool typed = property_from_json(body, &p, &present, req->arena, &e);
     json_decref(body);
-    if (e.code == ERR_NONE)
-        property_check(&p, present, true, &e);
+    if (typed || e.ndetails > 0)
+        property_check(&p, present, true, &e); /* report every problem at once */
     if (e.code != ERR_NONE) {
         http_res_error(req, res, &e);
         return;

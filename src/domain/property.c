@@ -254,13 +254,23 @@ static bool is_http_url(const char *s)
            !strpbrk(s, " \t\r\n\"<>");
 }
 
+static bool has_detail(const err_t *e, property_field_t f)
+{
+    for (int i = 0; i < e->ndetails; i++)
+        if (strcmp(e->details[i].field, property_field_names[f]) == 0)
+            return true;
+    return false;
+}
+
 bool property_check(property_t *p, uint64_t present, bool creating, err_t *e)
 {
     int before = e->ndetails;
     if (creating) {
         for (int f = 0; f < PF__COUNT; f++)
-            if ((PF_REQUIRED & PF_BIT(f)) && !(p->set & PF_BIT(f)))
+            if ((PF_REQUIRED & PF_BIT(f)) && !(p->set & PF_BIT(f)) && !(present & PF_BIT(f)))
                 err_field(e, property_field_names[f], "is required");
+            else if ((PF_REQUIRED & PF_BIT(f)) && !(p->set & PF_BIT(f)) && (present & PF_BIT(f)) && !has_detail(e, f))
+                err_field(e, property_field_names[f], "may not be null");
         if (!(p->set & PF_BIT(PF_PROPERTY_TYPE)))
             p->property_type = "single_family", p->set |= PF_BIT(PF_PROPERTY_TYPE);
         if (!(p->set & PF_BIT(PF_STATUS)))

@@ -1,19 +1,18 @@
-/* server: connections, parsing, limits, timeouts, dispatch and graceful shutdown.
+/* server: connections, timeouts, dispatch and graceful shutdown.
  *
- * Life of a connection: bytes are appended to `in`; llhttp parses them and pauses at the end of
- * each message, so exactly one request per connection is in flight and pipelined requests wait in
- * `in` (responses therefore go out in order). A finished request is routed, then its handler runs
- * on the loop or on the worker pool; the response is serialised into `out` and written; when the
- * write completes the arena is reset and parsing resumes. One timer per connection enforces, by
- * state: the idle timeout between requests, the header timeout from a request's first byte (a
- * slow-loris client cannot stretch it by trickling), and the body timeout. An error response that
- * must close the connection shuts down the write side and drains what the client still sends for a
- * moment, so the client reads the response instead of a reset. */
+ * Life of a connection: bytes are appended to `in`; reqparse (llhttp plus the limits) consumes
+ * them one request at a time, so exactly one request per connection is in flight and pipelined
+ * requests wait in `in` (responses therefore go out in order). A finished request is routed, then
+ * its handler runs on the loop or on the worker pool; the response is serialised into `out` and
+ * written; when the write completes the arena is reset and parsing resumes. One timer per
+ * connection enforces, by parse state: the idle timeout between requests, the header timeout from
+ * a request's first byte (a slow-loris client cannot stretch it by trickling), and the body
+ * timeout. An error response that must close the connection shuts down the write side and drains
+ * what the client still sends for a moment, so the client reads the response instead of a reset. */
 #include "server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <llhttp.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -22,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +30,7 @@
 #include "../base/util.h"
 #include "http.h"
 #include "metrics.h"
+#include "reqparse.h"
 #include "router.h"
 
 #define IN_HIGH_WATER (256 * 1024) /* stop reading while this much waits behind a busy request */
@@ -39,28 +38,21 @@
 
 typedef struct loop_ctx loop_ctx_t;
 
-typedef enum { C_IDLE, C_HEAD, C_BODY, C_BUSY, C_CLOSING } conn_state_t;
-
 typedef struct conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     loop_ctx_t *lp;
     struct conn *prev, *next;
-    llhttp_t parser;
-    conn_state_t state;
-    int handles; /* open uv handles (tcp, timer); freed when 0 and no work pending */
-    bool work_pending, reading, lingering, close_after, eof;
+    int handles;       /* open uv handles (tcp, timer); freed when both are closed */
+    bool busy;         /* a request is being answered */
+    bool closing;      /* uv_close called or about to be */
+    bool work_pending; /* the handler runs on the worker pool */
+    bool reading, lingering, close_after, eof;
     buf_t in, out;
-    /* the request being parsed or served */
     arena_t arena;
+    reqparse_t rp;
     http_request_t req;
     http_response_t res;
-    buf_t url, hname, hvalue, body;
-    size_t header_bytes;
-    bool in_value;
-    err_code_t parse_err; /* set by a callback that rejects the request */
-    char parse_msg[128];
-    bool expect_continue;
     uv_work_t work;
     uv_write_t wreq;
     uv_shutdown_t sreq;
@@ -82,7 +74,6 @@ struct loop_ctx {
 };
 
 static const config_t *cfg;
-static llhttp_settings_t settings;
 static _Atomic int total_conns;
 
 static void conn_process(conn_t *c);
@@ -90,6 +81,7 @@ static void conn_close(conn_t *c);
 static void respond(conn_t *c);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+static void on_handle_closed(uv_handle_t *h);
 
 /* Timers ---------------------------------------------------------------------------------------*/
 
@@ -100,17 +92,17 @@ static void on_timeout(uv_timer_t *t)
         conn_close(c);
         return;
     }
-    if (c->state == C_HEAD || c->state == C_BODY) {
+    if (c->busy)
+        return;
+    if (c->rp.state == RP_HEAD || c->rp.state == RP_BODY) {
         /* a request that is not arriving fast enough: answer 408 and close */
-        c->parse_err = ERR_REQUEST_TIMEOUT;
-        snprintf(c->parse_msg, sizeof c->parse_msg, "the request was not received in time");
-        c->state = C_BUSY;
+        c->rp.err = ERR_REQUEST_TIMEOUT;
+        snprintf(c->rp.msg, sizeof c->rp.msg, "the request was not received in time");
         c->close_after = true;
         respond(c);
         return;
     }
-    if (c->state == C_IDLE)
-        conn_close(c);
+    conn_close(c); /* idle */
 }
 
 static void timer_set(conn_t *c, int ms)
@@ -119,111 +111,6 @@ static void timer_set(conn_t *c, int ms)
         uv_timer_start(&c->timer, on_timeout, (uint64_t)ms, 0);
     else
         uv_timer_stop(&c->timer);
-}
-
-/* Parser callbacks ----------------------------------------------------------------------------*/
-
-static int reject(conn_t *c, err_code_t code, const char *msg)
-{
-    c->parse_err = code;
-    snprintf(c->parse_msg, sizeof c->parse_msg, "%s", msg);
-    return -1;
-}
-
-static int on_message_begin(llhttp_t *p)
-{
-    conn_t *c = p->data;
-    c->state = C_HEAD;
-    c->req.start_ns = time_mono_ns();
-    timer_set(c, cfg->header_timeout_ms);
-    return 0;
-}
-
-static int count_header_bytes(conn_t *c, size_t n)
-{
-    c->header_bytes += n;
-    if (c->header_bytes > HTTP_MAX_HEADER_BYTES)
-        return reject(c, ERR_HEADERS_TOO_LARGE, "the request headers are larger than 16 KiB");
-    return 0;
-}
-
-static int on_url(llhttp_t *p, const char *at, size_t n)
-{
-    conn_t *c = p->data;
-    if (c->url.len + n > HTTP_MAX_URL)
-        return reject(c, ERR_URI_TOO_LONG, "the request target is longer than 8 KiB");
-    buf_append(&c->url, at, n);
-    return 0;
-}
-
-static int header_done(conn_t *c)
-{
-    if (!c->in_value)
-        return 0;
-    c->in_value = false;
-    if (c->req.nheaders == HTTP_MAX_HEADERS)
-        return reject(c, ERR_HEADERS_TOO_LARGE, "the request has more than 100 headers");
-    if (memchr(c->hname.data ? c->hname.data : "", 0, c->hname.len) || memchr(c->hvalue.data ? c->hvalue.data : "", 0, c->hvalue.len))
-        return reject(c, ERR_BAD_REQUEST, "a header contains a NUL byte");
-    http_header_t *h = &c->req.headers[c->req.nheaders++];
-    h->name = arena_strndup(&c->arena, c->hname.data ? c->hname.data : "", c->hname.len);
-    h->value = arena_strndup(&c->arena, c->hvalue.data ? c->hvalue.data : "", c->hvalue.len);
-    buf_reset(&c->hname);
-    buf_reset(&c->hvalue);
-    return 0;
-}
-
-static int on_header_field(llhttp_t *p, const char *at, size_t n)
-{
-    conn_t *c = p->data;
-    if (header_done(c) || count_header_bytes(c, n))
-        return -1;
-    buf_append(&c->hname, at, n);
-    return 0;
-}
-
-static int on_header_value(llhttp_t *p, const char *at, size_t n)
-{
-    conn_t *c = p->data;
-    c->in_value = true;
-    if (count_header_bytes(c, n))
-        return -1;
-    buf_append(&c->hvalue, at, n);
-    return 0;
-}
-
-static void write_raw(conn_t *c, const char *s, size_t n);
-
-static int on_headers_complete(llhttp_t *p)
-{
-    conn_t *c = p->data;
-    if (header_done(c))
-        return -1;
-    c->state = C_BODY;
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->max_body)
-        return reject(c, ERR_PAYLOAD_TOO_LARGE, "the request body is larger than the limit");
-    const char *expect = http_header(&c->req, "Expect");
-    if (expect && strcasecmp(expect, "100-continue") == 0)
-        write_raw(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    timer_set(c, cfg->body_timeout_ms);
-    return 0;
-}
-
-static int on_body(llhttp_t *p, const char *at, size_t n)
-{
-    conn_t *c = p->data;
-    if (c->body.len + n > cfg->max_body)
-        return reject(c, ERR_PAYLOAD_TOO_LARGE, "the request body is larger than the limit");
-    buf_append(&c->body, at, n);
-    return 0;
-}
-
-static int on_message_complete(llhttp_t *p)
-{
-    conn_t *c = p->data;
-    c->state = C_BUSY;
-    timer_set(c, 0);
-    return HPE_PAUSED;
 }
 
 /* Writing --------------------------------------------------------------------------------------*/
@@ -280,12 +167,14 @@ static void access_log(conn_t *c, uint64_t dur_ns)
 {
     if (!log_enabled(LOG_INFO))
         return;
+    const char *method = c->req.method_name ? c->req.method_name : "-";
+    const char *target = c->rp.url.len ? c->rp.url.data : "";
     buf_t f;
     buf_init(&f);
     buf_puts(&f, "\"method\":");
-    json_escape(&f, c->req.method_name ? c->req.method_name : "-", strlen(c->req.method_name ? c->req.method_name : "-"));
+    json_escape(&f, method, strlen(method));
     buf_puts(&f, ",\"path\":");
-    json_escape(&f, c->url.data ? c->url.data : "", c->url.len);
+    json_escape(&f, target, c->rp.url.len);
     buf_printf(&f, ",\"status\":%d,\"duration_ms\":%.3f,\"bytes\":%zu,\"remote\":\"%s\"", c->res.status,
                (double)dur_ns / 1e6, c->res.body.len, c->req.peer);
     if (c->req.route) {
@@ -296,17 +185,24 @@ static void access_log(conn_t *c, uint64_t dur_ns)
     buf_free(&f);
 }
 
+static void start_reading(conn_t *c)
+{
+    if (!c->reading && !c->eof && !c->closing) {
+        c->reading = true;
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    }
+}
+
 static void on_shutdown(uv_shutdown_t *s, int status)
 {
     (void)status;
     conn_t *c = s->data;
+    if (c->closing)
+        return;
     /* keep reading (and discarding) for a moment so the client sees the response, not a reset */
     c->lingering = true;
     timer_set(c, LINGER_MS);
-    if (!c->reading && !c->eof && !uv_is_closing((uv_handle_t *)&c->tcp)) {
-        c->reading = true;
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    }
+    start_reading(c);
 }
 
 static void on_written(uv_write_t *w, int status)
@@ -318,22 +214,21 @@ static void on_written(uv_write_t *w, int status)
     access_log(c, dur);
     bool close = status != 0 || c->close_after || c->lp->stopping;
     reset_request(c);
+    c->busy = false;
+    if (c->closing)
+        return;
     if (close) {
-        if (status == 0 && !c->eof && !uv_is_closing((uv_handle_t *)&c->tcp)) {
-            c->state = C_CLOSING;
+        if (status == 0 && !c->eof) {
             c->sreq.data = c;
+            c->lingering = true; /* from now on, input is discarded */
             if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) == 0)
                 return;
         }
         conn_close(c);
         return;
     }
-    c->state = C_IDLE;
     timer_set(c, cfg->idle_timeout_ms);
-    if (!c->reading) {
-        c->reading = true;
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    }
+    start_reading(c);
     conn_process(c);
 }
 
@@ -344,9 +239,7 @@ static void write_response(conn_t *c)
     http_response_t *res = &c->res;
     buf_t *o = &c->out;
     buf_reset(o);
-    if (c->lp->stopping)
-        res->close = true;
-    if (c->close_after)
+    if (c->lp->stopping || c->close_after)
         res->close = true;
     c->close_after = res->close;
     buf_printf(o, "HTTP/1.1 %d %s\r\n", res->status, http_status_reason(res->status));
@@ -360,11 +253,10 @@ static void write_response(conn_t *c)
                 "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
                 "Cross-Origin-Resource-Policy: same-site\r\n");
     const char *origin = http_header(req, "Origin");
-    if ((cfg->ncors || cfg->cors_any) && origin_allowed(origin)) {
+    if (origin_allowed(origin))
         buf_printf(o, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n"
                       "Access-Control-Expose-Headers: X-Request-ID, ETag, Location, Retry-After\r\n",
-                   cfg->cors_any && !cfg->ncors ? "*" : origin);
-    }
+                   origin);
     if (res->close)
         buf_puts(o, "Connection: close\r\n");
     buf_append(o, res->headers.data ? res->headers.data : "", res->headers.len);
@@ -376,6 +268,7 @@ static void write_response(conn_t *c)
     if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
         metrics_in_flight_add(-1);
         reset_request(c);
+        c->busy = false;
         conn_close(c);
     }
 }
@@ -408,22 +301,29 @@ static void after_handler(uv_work_t *w, int status)
     c->work_pending = false;
     if (status == UV_ECANCELED)
         http_res_errorf(&c->req, &c->res, ERR_UNAVAILABLE, "the server is shutting down");
-    if (uv_is_closing((uv_handle_t *)&c->tcp)) {
+    if (c->closing) {
+        /* the client went away while the handler ran; finish the close that waited for it */
         metrics_in_flight_add(-1);
         reset_request(c);
-        conn_close(c); /* finishes the close that waited for the work */
+        c->busy = false;
+        uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
         return;
     }
     write_response(c);
 }
 
-/* Fills the request from the parser state and answers it. */
+/* Answers the request reqparse has finished (or rejected). */
 static void respond(conn_t *c)
 {
     http_request_t *req = &c->req;
     http_response_t *res = &c->res;
+    c->busy = true;
+    timer_set(c, 0);
     metrics_in_flight_add(1);
     res->status = 200;
+    if (!req->start_ns)
+        req->start_ns = time_mono_ns();
     const char *rid = http_header(req, "X-Request-ID");
     if (rid && request_id_valid(rid))
         snprintf(req->request_id, sizeof req->request_id, "%s", rid);
@@ -432,25 +332,17 @@ static void respond(conn_t *c)
     if (!req->method_name)
         req->method_name = "-";
 
-    if (c->parse_err != ERR_NONE) {
-        res->close = true;
-        http_res_errorf(req, res, c->parse_err, "%s", c->parse_msg);
+    if (c->rp.err == ERR_NONE && c->rp.state == RP_DONE)
+        reqparse_request(&c->rp);
+    if (c->rp.err != ERR_NONE) {
+        if (c->rp.state != RP_DONE)
+            res->close = true; /* the stream is out of step: nothing after this can be trusted */
+        http_res_errorf(req, res, c->rp.err, "%s", c->rp.msg);
         write_response(c);
         return;
     }
-    req->target = buf_cstr(&c->url);
-    const char *qm = strchr(req->target, '?');
-    size_t plen = qm ? (size_t)(qm - req->target) : strlen(req->target);
-    req->query = qm ? qm + 1 : "";
-    char *path;
-    if (plen == 0 || req->target[0] != '/' || !url_decode(req->arena, req->target, plen, false, &path, NULL)) {
-        http_res_errorf(req, res, ERR_BAD_REQUEST, "the request path is not a valid absolute path");
-        write_response(c);
-        return;
-    }
-    req->path = path;
-    req->body = c->body.data ? c->body.data : "";
-    req->body_len = c->body.len;
+    if (!c->rp.keep_alive)
+        c->close_after = true;
 
     char allow[128];
     route_match_t m = router_match(req, allow, sizeof allow);
@@ -462,7 +354,7 @@ static void respond(conn_t *c)
         const char *origin = http_header(req, "Origin");
         if (http_header(req, "Access-Control-Request-Method") && origin_allowed(origin)) {
             http_res_header(res, "Access-Control-Allow-Methods", "%s", allow);
-            http_res_header(res, "Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match, X-Request-ID");
+            http_res_header(res, "Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match, If-None-Match, X-Request-ID");
             http_res_header(res, "Access-Control-Max-Age", "600");
         }
     } else if (m == ROUTE_NO_METHOD) {
@@ -483,17 +375,13 @@ static void respond(conn_t *c)
 
 static void reset_request(conn_t *c)
 {
-    buf_reset(&c->url);
-    buf_reset(&c->hname);
-    buf_reset(&c->hvalue);
-    buf_reset(&c->body);
-    if (c->body.cap > 64 * 1024)
-        buf_free(&c->body); /* do not keep a large body's memory on an idle connection */
+    reqparse_reset(&c->rp);
     if (c->out.cap > 64 * 1024)
         buf_free(&c->out);
-    buf_reset(&c->res.body);
+    buf_reset(&c->out);
     if (c->res.body.cap > 64 * 1024)
         buf_free(&c->res.body);
+    buf_reset(&c->res.body);
     buf_reset(&c->res.headers);
     arena_reset(&c->arena);
     char peer[sizeof c->req.peer];
@@ -506,45 +394,38 @@ static void reset_request(conn_t *c)
     c->res.status = 200;
     c->res.content_type = NULL;
     c->res.close = false;
-    c->header_bytes = 0;
-    c->in_value = false;
-    c->parse_err = ERR_NONE;
-    c->parse_msg[0] = '\0';
 }
 
 /* Reading --------------------------------------------------------------------------------------*/
 
+/* Parses what is buffered, one request at a time, while no request is being answered. */
 static void conn_process(conn_t *c)
 {
-    while (c->state != C_BUSY && c->state != C_CLOSING && c->in.len > 0) {
-        enum llhttp_errno err = llhttp_execute(&c->parser, c->in.data, c->in.len);
-        size_t used = c->in.len;
-        if (err == HPE_PAUSED) {
-            used = (size_t)(llhttp_get_error_pos(&c->parser) - c->in.data);
-            llhttp_resume(&c->parser);
-        } else if (err != HPE_OK) {
-            if (c->parse_err == ERR_NONE) {
-                c->parse_err = ERR_BAD_REQUEST;
-                snprintf(c->parse_msg, sizeof c->parse_msg, "malformed HTTP request: %s", llhttp_get_error_reason(&c->parser));
+    while (!c->busy && !c->closing && !c->lingering && c->in.len > 0) {
+        reqparse_state_t before = c->rp.state;
+        size_t used = reqparse_feed(&c->rp, c->in.data, c->in.len);
+        buf_consume(&c->in, used);
+        reqparse_state_t now = c->rp.state;
+        if (before == RP_IDLE && now != RP_IDLE) {
+            c->req.start_ns = time_mono_ns();
+            if (now == RP_HEAD)
+                timer_set(c, cfg->header_timeout_ms);
+        }
+        if (now == RP_BODY && before != RP_BODY) {
+            timer_set(c, cfg->body_timeout_ms);
+            if (c->rp.want_continue) {
+                c->rp.want_continue = false;
+                write_raw(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
             }
+        }
+        if (now == RP_ERROR) {
             buf_reset(&c->in);
-            c->state = C_BUSY;
             c->close_after = true;
-            timer_set(c, 0);
             respond(c);
             return;
         }
-        buf_consume(&c->in, used);
-        if (c->state == C_BUSY) {
-            if (!c->req.method_name) {
-                const char *mn = llhttp_method_name((llhttp_method_t)llhttp_get_method(&c->parser));
-                c->req.method = http_method_from(mn, strlen(mn));
-                c->req.method_name = mn;
-            }
-            if (!llhttp_should_keep_alive(&c->parser))
-                c->close_after = true;
+        if (now == RP_DONE)
             respond(c);
-        }
     }
 }
 
@@ -552,6 +433,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
     conn_t *c = h->data;
     (void)suggested;
+    if (c->lingering)
+        buf_reset(&c->in); /* discarding: reuse the same memory */
     buf_reserve(&c->in, 64 * 1024);
     b->base = c->in.data + c->in.len;
     b->len = c->in.cap - c->in.len - 1;
@@ -565,19 +448,17 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         uv_read_stop(s);
         c->reading = false;
         c->eof = true;
-        if (c->state == C_BUSY)
+        if (c->busy)
             c->close_after = true; /* the answer is still coming; close after it */
         else
             conn_close(c);
         return;
     }
-    if (n == 0)
-        return;
-    if (c->lingering || c->state == C_CLOSING)
-        return; /* discard */
+    if (n == 0 || c->lingering)
+        return; /* nothing, or discarded */
     c->in.len += (size_t)n;
     c->in.data[c->in.len] = '\0';
-    if (c->state == C_BUSY) {
+    if (c->busy) {
         if (c->in.len > IN_HIGH_WATER) {
             uv_read_stop(s);
             c->reading = false;
@@ -594,23 +475,20 @@ static void on_handle_closed(uv_handle_t *h)
         return;
     buf_free(&c->in);
     buf_free(&c->out);
-    buf_free(&c->url);
-    buf_free(&c->hname);
-    buf_free(&c->hvalue);
-    buf_free(&c->body);
+    reqparse_free(&c->rp);
     buf_free(&c->res.body);
     buf_free(&c->res.headers);
     arena_free(&c->arena);
     free(c);
 }
 
+/* Unlinks the connection and closes its handles; when its handler is still running on the
+ * worker pool, the handles are closed by after_handler instead. */
 static void conn_close(conn_t *c)
 {
-    if (uv_is_closing((uv_handle_t *)&c->tcp)) {
-        if (!c->work_pending && !uv_is_closing((uv_handle_t *)&c->timer))
-            uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    if (c->closing)
         return;
-    }
+    c->closing = true;
     loop_ctx_t *lp = c->lp;
     if (c->prev)
         c->prev->next = c->next;
@@ -621,11 +499,12 @@ static void conn_close(conn_t *c)
     lp->nconns--;
     atomic_fetch_sub(&total_conns, 1);
     metrics_connections_add(-1);
-    c->state = C_CLOSING;
+    if (c->work_pending) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        return;
+    }
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-    if (!c->work_pending)
-        uv_close((uv_handle_t *)&c->timer, on_handle_closed);
-    /* else: after_handler calls conn_close again, which closes the timer */
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -637,39 +516,37 @@ static void on_connection(uv_stream_t *server, int status)
     if (!c)
         abort();
     uv_tcp_init(&lp->loop, &c->tcp);
+    c->tcp.data = c;
+    /* tcp is the first member, so the close callback's free() releases the whole conn */
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
-        c->handles = 1;
-        c->tcp.data = c;
         uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
         return;
     }
     if (atomic_fetch_add(&total_conns, 1) >= cfg->max_connections) {
         atomic_fetch_sub(&total_conns, 1);
-        c->tcp.data = c;
-        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free); /* over the limit: refuse */
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
     uv_timer_init(&lp->loop, &c->timer);
-    c->tcp.data = c->timer.data = c;
+    c->timer.data = c;
     c->handles = 2;
     c->lp = lp;
     arena_init(&c->arena);
     c->req.arena = &c->arena;
-    llhttp_init(&c->parser, HTTP_REQUEST, &settings);
-    c->parser.data = c;
+    reqparse_init(&c->rp, &c->req, cfg->max_body);
     struct sockaddr_storage ss;
     int len = sizeof ss;
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
         char host[INET6_ADDRSTRLEN] = "";
         if (ss.ss_family == AF_INET) {
-            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-            inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-            c->req.peer_loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+            struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a4->sin_addr, host, sizeof host);
+            c->req.peer_loopback = (ntohl(a4->sin_addr.s_addr) >> 24) == 127;
         } else if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-            inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-            c->req.peer_loopback = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
+            struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a6->sin6_addr, host, sizeof host);
+            c->req.peer_loopback = IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
         }
         snprintf(c->req.peer, sizeof c->req.peer, "%s", host);
     }
@@ -679,10 +556,8 @@ static void on_connection(uv_stream_t *server, int status)
     lp->conns = c;
     lp->nconns++;
     metrics_connections_add(1);
-    c->state = C_IDLE;
-    c->reading = true;
     timer_set(c, cfg->idle_timeout_ms);
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    start_reading(c);
 }
 
 /* Loops, listeners, shutdown ------------------------------------------------------------------*/
@@ -694,7 +569,7 @@ static void close_listener_and_idle(loop_ctx_t *lp)
         uv_close((uv_handle_t *)&lp->listener, NULL);
     for (conn_t *c = lp->conns, *next; c; c = next) {
         next = c->next;
-        if (c->state == C_IDLE)
+        if (!c->busy && c->rp.state == RP_IDLE)
             conn_close(c);
         /* busy ones close after their response (write_response sets Connection: close) */
     }
@@ -731,7 +606,7 @@ static void on_check_drained(uv_timer_t *t)
     /* connections that turned idle since the stop are closed now */
     for (conn_t *c = lp->conns, *next; c; c = next) {
         next = c->next;
-        if (c->state == C_IDLE)
+        if (!c->busy && c->rp.state == RP_IDLE)
             conn_close(c);
     }
     if (!lp->conns) {
@@ -796,19 +671,11 @@ static void on_signal(uv_signal_t *s, int signum)
 bool server_run(const config_t *config, err_t *e)
 {
     cfg = config;
-    llhttp_settings_init(&settings);
-    settings.on_message_begin = on_message_begin;
-    settings.on_url = on_url;
-    settings.on_header_field = on_header_field;
-    settings.on_header_value = on_header_value;
-    settings.on_headers_complete = on_headers_complete;
-    settings.on_body = on_body;
-    settings.on_message_complete = on_message_complete;
     signal(SIGPIPE, SIG_IGN);
 
     int n = cfg->threads;
     loop_ctx_t *loops = calloc((size_t)n, sizeof *loops);
-    char why[256];
+    char why[1024];
     int port = cfg->listen_port;
     for (int i = 0; i < n; i++) {
         loops[i].fd = listen_socket(cfg->listen_host, port, true, why, sizeof why);

@@ -375,9 +375,15 @@ class ServerTestCase(unittest.TestCase):
         cls.server = Server(env=cls.ENV, load_data=cls.LOAD_DATA, args=cls.ARGS)
         try:
             cls.server.start()
-        except Exception:
+            cls.prepare()
+        except BaseException:
             cls.server.cleanup()
             raise
+
+    @classmethod
+    def prepare(cls):
+        """Per-class setup that needs the running server (tearDownClass does not run when
+        setUpClass fails, so do it here and the server is still cleaned up)."""
 
     @classmethod
     def tearDownClass(cls):

@@ -9,8 +9,7 @@ METHODS = {"get", "post", "patch", "delete", "put"}
 
 class OpenApiTest(ServerTestCase):
     @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
+    def prepare(cls):
         r = run_cli(["routes"], cls.server.data_dir, timeout=30)
         cls.routes_rc, cls.routes_out, cls.routes_err = r.returncode, r.stdout, r.stderr
 

@@ -54,8 +54,7 @@ class SearchTest(ServerTestCase):
     LOAD_DATA = True
 
     @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
+    def prepare(cls):
         cls.extra_ids = {}
         for e in EXTRA:
             body = valid_property(**{k: (Ellipsis if v is None else v) for k, v in e.items()})
