@@ -17,7 +17,7 @@ static bool q_int(const http_query_t *q, const char *name, int lo, int hi, int *
 {
     const char *v = http_query_get(q, name);
     *given = false;
-    if (!v || !*v)
+    if (!v)
         return true;
     int64_t x;
     if (!parse_i64(v, &x))
@@ -35,7 +35,7 @@ static bool q_num(const http_query_t *q, const char *name, double lo, double hi,
 {
     const char *v = http_query_get(q, name);
     *given = false;
-    if (!v || !*v)
+    if (!v)
         return true;
     double x;
     if (!parse_f64(v, &x))
@@ -53,7 +53,7 @@ static bool q_money(const http_query_t *q, const char *name, int64_t *out, bool 
 {
     const char *v = http_query_get(q, name);
     *given = false;
-    if (!v || !*v)
+    if (!v)
         return true;
     int r = money_parse(v, out);
     if (r == -1)
@@ -139,14 +139,8 @@ bool properties_read_query(http_request_t *req, property_query_t *pq, err_t *e)
         pq->set |= QF_BIT(QF_CITY);
     if ((pq->location = q_text(&q, "location", e)))
         pq->set |= QF_BIT(QF_LOCATION);
-    if ((pq->q = q_text(&q, "q", e))) {
-        pq->set |= QF_BIT(QF_Q);
-        bool word = false;
-        for (const unsigned char *s = (const unsigned char *)pq->q; *s; s++)
-            word |= *s >= 0x80 || (*s >= '0' && *s <= '9') || ((*s | 0x20) >= 'a' && (*s | 0x20) <= 'z');
-        if (!word)
-            err_field(e, "q", "must contain at least one letter or digit");
-    }
+    if ((pq->q = q_text(&q, "q", e)))
+        pq->set |= QF_BIT(QF_Q); /* words only: a q of punctuation alone filters nothing */
     const char *v;
     if ((v = q_text(&q, "status", e))) {
         if (!enum_valid(property_statuses, v))

@@ -108,6 +108,16 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     return 0;
 }
 
+/* A chunk announces its size before its data: refuse one that would pass the limit now, rather
+ * than after reading up to the limit. */
+static int on_chunk_header(llhttp_t *p)
+{
+    reqparse_t *rp = p->data;
+    if (p->content_length > rp->max_body - rp->body.len)
+        return reject(rp, ERR_PAYLOAD_TOO_LARGE, "the request body is larger than the limit");
+    return 0;
+}
+
 static int on_message_complete(llhttp_t *p)
 {
     reqparse_t *rp = p->data;
@@ -125,6 +135,7 @@ static void settings_setup(void)
     settings.on_header_value = on_header_value;
     settings.on_headers_complete = on_headers_complete;
     settings.on_body = on_body;
+    settings.on_chunk_header = on_chunk_header;
     settings.on_message_complete = on_message_complete;
 }
 
