@@ -201,7 +201,7 @@ void reqparse_reset(reqparse_t *rp)
     buf_reset(&rp->url);
     buf_reset(&rp->hname);
     buf_reset(&rp->hvalue);
-    if (rp->body.cap > 64 * 1024)
+    if (rp->body.cap > 4096)
         buf_free(&rp->body); /* do not keep a large body's memory on an idle connection */
     buf_reset(&rp->body);
     rp->state = RP_IDLE;

@@ -71,6 +71,7 @@ struct loop_ctx {
     int fd;
     char date[64];
     time_t date_sec;
+    char rbuf[64 * 1024]; /* shared read buffer; see on_alloc */
 };
 
 static const config_t *cfg;
@@ -373,17 +374,19 @@ static void respond(conn_t *c)
     write_response(c);
 }
 
+/* Between requests a connection keeps only small buffers: large ones go back to the allocator,
+ * and so does the arena, so idle keep-alive connections cost little memory. */
 static void reset_request(conn_t *c)
 {
     reqparse_reset(&c->rp);
-    if (c->out.cap > 64 * 1024)
+    if (c->out.cap > 4096)
         buf_free(&c->out);
     buf_reset(&c->out);
-    if (c->res.body.cap > 64 * 1024)
+    if (c->res.body.cap > 4096)
         buf_free(&c->res.body);
     buf_reset(&c->res.body);
     buf_reset(&c->res.headers);
-    arena_reset(&c->arena);
+    arena_free(&c->arena);
     char peer[sizeof c->req.peer];
     memcpy(peer, c->req.peer, sizeof peer);
     bool loopback = c->req.peer_loopback;
@@ -429,12 +432,18 @@ static void conn_process(conn_t *c)
     }
 }
 
+/* Reads land in the loop's shared buffer whenever the connection has nothing pending, and only
+ * what is left unparsed is copied into the connection's own buffer: an idle connection then holds
+ * no read buffer at all, which is what lets one process keep tens of thousands of them open. */
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
     conn_t *c = h->data;
     (void)suggested;
-    if (c->lingering)
-        buf_reset(&c->in); /* discarding: reuse the same memory */
+    if (c->in.len == 0 || c->lingering) {
+        b->base = c->lp->rbuf;
+        b->len = sizeof c->lp->rbuf;
+        return;
+    }
     buf_reserve(&c->in, 64 * 1024);
     b->base = c->in.data + c->in.len;
     b->len = c->in.cap - c->in.len - 1;
@@ -443,7 +452,6 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     conn_t *c = s->data;
-    (void)b;
     if (n < 0) { /* end of stream or error */
         uv_read_stop(s);
         c->reading = false;
@@ -456,8 +464,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     }
     if (n == 0 || c->lingering)
         return; /* nothing, or discarded */
-    c->in.len += (size_t)n;
-    c->in.data[c->in.len] = '\0';
+    if (b->base == c->lp->rbuf)
+        buf_append(&c->in, b->base, (size_t)n);
+    else
+        c->in.len += (size_t)n, c->in.data[c->in.len] = '\0';
     if (c->busy) {
         if (c->in.len > IN_HIGH_WATER) {
             uv_read_stop(s);
@@ -466,6 +476,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         return;
     }
     conn_process(c);
+    if (c->in.len == 0 && c->in.cap > 4096 && !c->closing)
+        buf_free(&c->in);
 }
 
 static void on_handle_closed(uv_handle_t *h)
