@@ -298,6 +298,28 @@ static int64_t if_match_version(const http_request_t *req)
     return n;
 }
 
+/* If-None-Match uses weak comparison over a list: `*`, or any of "N" / W/"N" naming `version`. */
+static bool none_match(const char *v, int64_t version)
+{
+    if (!v)
+        return false;
+    char want[32];
+    int n = snprintf(want, sizeof want, "\"%lld\"", (long long)version);
+    while (*v) {
+        while (*v == ' ' || *v == ',')
+            v++;
+        if (*v == '*')
+            return true;
+        if (strncmp(v, "W/", 2) == 0)
+            v += 2;
+        if (strncmp(v, want, (size_t)n) == 0 && (v[n] == '\0' || v[n] == ',' || v[n] == ' '))
+            return true;
+        while (*v && *v != ',')
+            v++;
+    }
+    return false;
+}
+
 void properties_get(http_request_t *req, http_response_t *res)
 {
     err_t e;
@@ -317,12 +339,9 @@ void properties_get(http_request_t *req, http_response_t *res)
         http_res_error(req, res, &e);
         return;
     }
-    const char *inm = http_header(req, "If-None-Match");
-    char etag[32];
-    snprintf(etag, sizeof etag, "\"%lld\"", (long long)p.version);
-    if (inm && (strcmp(inm, etag) == 0 || strcmp(inm, "*") == 0)) {
+    if (none_match(http_header(req, "If-None-Match"), p.version)) {
         res->status = 304;
-        http_res_header(res, "ETag", "%s", etag);
+        http_res_header(res, "ETag", "\"%lld\"", (long long)p.version);
         return;
     }
     write_property(res, 200, &p);
@@ -361,12 +380,12 @@ void properties_patch(http_request_t *req, http_response_t *res)
         err_clear(&e);
         if (!g_app.store->ops->property_get(c, id, req->arena, &p, &e))
             break;
-        if (want && want != p.version) {
-            err_set(&e, ERR_PRECONDITION, "the property is at version %lld, not %lld", (long long)p.version, (long long)want);
-            break;
-        }
         if (want < 0) {
             err_set(&e, ERR_PRECONDITION, "If-Match does not name a version of this property");
+            break;
+        }
+        if (want && want != p.version) {
+            err_set(&e, ERR_PRECONDITION, "the property is at version %lld, not %lld", (long long)p.version, (long long)want);
             break;
         }
         int64_t read_version = p.version;

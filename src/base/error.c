@@ -38,6 +38,8 @@ void err_clear(err_t *e)
 bool err_set(err_t *e, err_code_t code, const char *fmt, ...)
 {
     e->code = code;
+    if (code != ERR_VALIDATION)
+        e->ndetails = 0; /* field details belong to a 422 only */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof e->message, fmt, ap);

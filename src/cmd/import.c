@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "../base/config.h"
 #include "../base/error.h"
@@ -104,12 +103,8 @@ int cmd_import(int argc, char **argv)
     if (source && (!*source || strlen(source) > 64))
         return import_usage("--source must be 1 to 64 characters");
 
-    char why[512];
-    if (!config_load(&g_config, why, sizeof why)) {
-        fprintf(stderr, "%s\n", why);
+    if (!cmd_load_config(&g_config))
         return 2;
-    }
-
     err_t e;
     err_clear(&e);
     size_t len = 0;
@@ -118,11 +113,8 @@ int cmd_import(int argc, char **argv)
         fprintf(stderr, "hearth import: %s\n", e.message);
         return 1;
     }
-    if (config_is_sqlite(&g_config))
-        mkdir(g_config.data_dir, 0700); /* the default database lives there; EEXIST is fine */
-    store_t *s = store_open(&g_config, &e);
+    store_t *s = cmd_open_store(&g_config);
     if (!s) {
-        fprintf(stderr, "hearth import: cannot open the database: %s\n", e.message);
         free(data);
         return 1;
     }
@@ -130,9 +122,6 @@ int cmd_import(int argc, char **argv)
     import_report_t *rep = malloc(sizeof *rep);
     if (!rep) {
         fprintf(stderr, "hearth import: out of memory\n");
-        status = 1;
-    } else if (s->ops->migrate(s, &e) < 0) {
-        fprintf(stderr, "hearth import: migrations failed: %s\n", e.message);
         status = 1;
     } else {
         bool ok = import_run(s, data, len, fmt, source, 0, rep, &e);

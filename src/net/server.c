@@ -256,7 +256,7 @@ static void write_response(conn_t *c)
     const char *origin = http_header(req, "Origin");
     if (origin_allowed(origin))
         buf_printf(o, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n"
-                      "Access-Control-Expose-Headers: X-Request-ID, ETag, Location, Retry-After\r\n",
+                      "Access-Control-Expose-Headers: X-Request-ID, ETag, Location, Retry-After, Allow\r\n",
                    origin);
     if (res->close)
         buf_puts(o, "Connection: close\r\n");
@@ -299,9 +299,8 @@ static void run_handler(uv_work_t *w)
 static void after_handler(uv_work_t *w, int status)
 {
     conn_t *c = w->data;
+    (void)status; /* work is never cancelled */
     c->work_pending = false;
-    if (status == UV_ECANCELED)
-        http_res_errorf(&c->req, &c->res, ERR_UNAVAILABLE, "the server is shutting down");
     if (c->closing) {
         /* the client went away while the handler ran; finish the close that waited for it */
         metrics_in_flight_add(-1);
