@@ -279,40 +279,25 @@ void properties_create(http_request_t *req, http_response_t *res)
     http_res_header(res, "Location", "/api/properties/%lld", (long long)p.id);
 }
 
-/* If-Match: "N", W/"N" or *. Returns 0 when absent or *, -1 when it names no version we issue. */
-static int64_t if_match_version(const http_request_t *req)
-{
-    const char *v = http_header(req, "If-Match");
-    if (!v)
-        return 0;
-    while (*v == ' ')
-        v++;
-    if (strcmp(v, "*") == 0)
-        return 0;
-    if (strncmp(v, "W/", 2) == 0)
-        v += 2;
-    long long n;
-    int used = 0;
-    if (sscanf(v, "\"%lld\"%n", &n, &used) != 1 || v[used] != '\0' || n <= 0)
-        return -1;
-    return n;
-}
-
-/* If-None-Match uses weak comparison over a list: `*`, or any of "N" / W/"N" naming `version`. */
-static bool none_match(const char *v, int64_t version)
+/* Whether an If-Match / If-None-Match value names `version`: `*` names any; otherwise a list of
+ * entity tags, of which weak ones (W/"N") count only when `weak` (If-None-Match compares weakly,
+ * If-Match strongly, RFC 9110 13.1). An absent header names nothing. */
+static bool etag_listed(const char *v, int64_t version, bool weak)
 {
     if (!v)
         return false;
     char want[32];
     int n = snprintf(want, sizeof want, "\"%lld\"", (long long)version);
     while (*v) {
-        while (*v == ' ' || *v == ',')
+        while (*v == ' ' || *v == ',' || *v == '\t')
             v++;
         if (*v == '*')
             return true;
-        if (strncmp(v, "W/", 2) == 0)
+        bool is_weak = strncmp(v, "W/", 2) == 0;
+        if (is_weak)
             v += 2;
-        if (strncmp(v, want, (size_t)n) == 0 && (v[n] == '\0' || v[n] == ',' || v[n] == ' '))
+        if ((!is_weak || weak) && strncmp(v, want, (size_t)n) == 0 &&
+            (v[n] == '\0' || v[n] == ',' || v[n] == ' ' || v[n] == '\t'))
             return true;
         while (*v && *v != ',')
             v++;
@@ -339,7 +324,7 @@ void properties_get(http_request_t *req, http_response_t *res)
         http_res_error(req, res, &e);
         return;
     }
-    if (none_match(http_header(req, "If-None-Match"), p.version)) {
+    if (etag_listed(http_header(req, "If-None-Match"), p.version, true)) {
         res->status = 304;
         http_res_header(res, "ETag", "\"%lld\"", (long long)p.version);
         return;
@@ -356,7 +341,7 @@ void properties_patch(http_request_t *req, http_response_t *res)
         http_res_error(req, res, &e);
         return;
     }
-    int64_t want = if_match_version(req);
+    const char *if_match = http_header(req, "If-Match");
     json_t *body = http_json_body(req, &e);
     if (!body) {
         http_res_error(req, res, &e);
@@ -380,12 +365,8 @@ void properties_patch(http_request_t *req, http_response_t *res)
         err_clear(&e);
         if (!g_app.store->ops->property_get(c, id, req->arena, &p, &e))
             break;
-        if (want < 0) {
-            err_set(&e, ERR_PRECONDITION, "If-Match does not name a version of this property");
-            break;
-        }
-        if (want && want != p.version) {
-            err_set(&e, ERR_PRECONDITION, "the property is at version %lld, not %lld", (long long)p.version, (long long)want);
+        if (if_match && !etag_listed(if_match, p.version, false)) {
+            err_set(&e, ERR_PRECONDITION, "If-Match does not name the current version (\"%lld\")", (long long)p.version);
             break;
         }
         int64_t read_version = p.version;
@@ -393,7 +374,7 @@ void properties_patch(http_request_t *req, http_response_t *res)
         if (!property_check(&p, present, false, &e))
             break;
         ok = g_app.store->ops->property_update(c, &p, read_version, &e);
-        if (ok || e.code != ERR_PRECONDITION || want)
+        if (ok || e.code != ERR_PRECONDITION || if_match)
             break; /* retry only a race the client did not guard against itself */
     }
     app_store_done(c);
@@ -413,15 +394,21 @@ void properties_delete(http_request_t *req, http_response_t *res)
         http_res_error(req, res, &e);
         return;
     }
-    int64_t want = if_match_version(req);
-    if (want < 0) {
-        http_res_errorf(req, res, ERR_PRECONDITION, "If-Match does not name a version of this property");
-        return;
-    }
+    const char *if_match = http_header(req, "If-Match");
     store_conn_t *c = app_store(req, res);
     if (!c)
         return;
-    bool ok = g_app.store->ops->property_delete(c, id, want, &e);
+    bool ok = true;
+    int64_t expect = 0; /* any version */
+    if (if_match) {
+        property_t p;
+        ok = g_app.store->ops->property_get(c, id, req->arena, &p, &e);
+        if (ok && !etag_listed(if_match, p.version, false))
+            ok = err_set(&e, ERR_PRECONDITION, "If-Match does not name the current version (\"%lld\")", (long long)p.version);
+        expect = ok ? p.version : 0;
+    }
+    if (ok)
+        ok = g_app.store->ops->property_delete(c, id, expect, &e);
     app_store_done(c);
     if (!ok) {
         http_res_error(req, res, &e);

@@ -142,6 +142,11 @@ bool config_load(config_t *c, char *why, size_t n)
         return fail(why, n, "HEARTH_JWT_SECRET", "at least 32 characters", "(hidden)");
     c->rate_limits = env_str("HEARTH_RATE_LIMITS");
     c->trusted_proxies = env_str("HEARTH_TRUSTED_PROXIES");
+    if (c->trusted_proxies) {
+        char reason[160];
+        if (!proxy_parse(c->trusted_proxies, c->proxies, &c->nproxies, reason, sizeof reason))
+            return fail(why, n, "HEARTH_TRUSTED_PROXIES", "a comma-separated list of IP addresses or CIDR networks", reason);
+    }
 
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (cores < 1)

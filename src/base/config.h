@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "log.h"
+#include "../net/proxy.h"
 
 #define CONFIG_MAX_ORIGINS 32
 
@@ -32,6 +33,8 @@ typedef struct config {
     bool metrics_public; /* HEARTH_METRICS_PUBLIC=1: /metrics open to all (else loopback only) */
     int header_timeout_ms, body_timeout_ms, idle_timeout_ms, shutdown_timeout_ms;
     int max_connections;
+    proxy_net_t proxies[PROXY_MAX_NETS]; /* HEARTH_TRUSTED_PROXIES */
+    int nproxies;
 } config_t;
 
 extern config_t g_config;

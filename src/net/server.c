@@ -30,6 +30,7 @@
 #include "../base/util.h"
 #include "http.h"
 #include "metrics.h"
+#include "proxy.h"
 #include "reqparse.h"
 #include "router.h"
 
@@ -56,6 +57,8 @@ typedef struct conn {
     uv_work_t work;
     uv_write_t wreq;
     uv_shutdown_t sreq;
+    char peer[64]; /* the socket's peer address */
+    bool peer_loopback;
 } conn_t;
 
 struct loop_ctx {
@@ -331,6 +334,7 @@ static void respond(conn_t *c)
         rand_hex_id(req->request_id, 16);
     if (!req->method_name)
         req->method_name = "-";
+    proxy_resolve_client(req, cfg->proxies, cfg->nproxies);
 
     if (c->rp.err == ERR_NONE && c->rp.state == RP_DONE)
         reqparse_request(&c->rp);
@@ -386,13 +390,10 @@ static void reset_request(conn_t *c)
     buf_reset(&c->res.body);
     buf_reset(&c->res.headers);
     arena_free(&c->arena);
-    char peer[sizeof c->req.peer];
-    memcpy(peer, c->req.peer, sizeof peer);
-    bool loopback = c->req.peer_loopback;
     memset(&c->req, 0, sizeof c->req);
     c->req.arena = &c->arena;
-    memcpy(c->req.peer, peer, sizeof peer);
-    c->req.peer_loopback = loopback;
+    memcpy(c->req.peer, c->peer, sizeof c->peer); /* the socket's peer; proxy_resolve_client may change req's */
+    c->req.peer_loopback = c->peer_loopback;
     c->res.status = 200;
     c->res.content_type = NULL;
     c->res.close = false;
@@ -553,14 +554,16 @@ static void on_connection(uv_stream_t *server, int status)
         if (ss.ss_family == AF_INET) {
             struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
             inet_ntop(AF_INET, &a4->sin_addr, host, sizeof host);
-            c->req.peer_loopback = (ntohl(a4->sin_addr.s_addr) >> 24) == 127;
+            c->peer_loopback = (ntohl(a4->sin_addr.s_addr) >> 24) == 127;
         } else if (ss.ss_family == AF_INET6) {
             struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
             inet_ntop(AF_INET6, &a6->sin6_addr, host, sizeof host);
-            c->req.peer_loopback = IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
+            c->peer_loopback = IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
         }
-        snprintf(c->req.peer, sizeof c->req.peer, "%s", host);
+        snprintf(c->peer, sizeof c->peer, "%s", host);
     }
+    memcpy(c->req.peer, c->peer, sizeof c->peer);
+    c->req.peer_loopback = c->peer_loopback;
     c->next = lp->conns;
     if (lp->conns)
         lp->conns->prev = c;
