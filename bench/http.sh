@@ -18,7 +18,7 @@ NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 echo "== http: /health/live, hearth vs nginx"
 echo "   $(nproc) cores; server threads: hearth HEARTH_THREADS=$THREADS, nginx worker_processes $THREADS"
-echo "   wrk -t$WRK_THREADS -c$WRK_CONNS -d${WRK_SECS}s (after a ${WARM_SECS}s warm-up), client on the same machine, nothing pinned"
+echo "   wrk -t$WRK_THREADS -c$WRK_CONNS -d${WRK_SECS}s (each after a ${WARM_SECS}s warm-up), ${BENCH_HTTP_ROUNDS:-2} interleaved rounds each, client on the same machine, nothing pinned"
 
 # --- hearth
 HPORT="$(free_port)"
@@ -63,6 +63,7 @@ nb="$(curl -s "http://127.0.0.1:$NPORT/health/live")"
 [[ "$hb" == "$nb" ]] || die "bodies differ: hearth '$hb' nginx '$nb'"
 echo "   both answer: $hb"
 
+H_ALL=(); N_ALL=()
 # run_wrk NAME URL: warm up, then measure; sets RPS and prints wrk's output.
 run_wrk() {
   local name="$1" url="$2" out
@@ -77,11 +78,19 @@ run_wrk() {
   fi
 }
 
-run_wrk hearth "http://127.0.0.1:$HPORT/health/live"; HRPS="$RPS"
-kill -0 "$HEARTH_PID" 2>/dev/null || { echo "hearth DIED during the run; log:" >&2; tail -20 "$BENCH_TMP/hearth.log" >&2; }
-run_wrk nginx "http://127.0.0.1:$NPORT/health/live"; NRPS="$RPS"
-
-RATIO="$("$PY" -c "print(f'{$HRPS/$NRPS:.2f}' if $NRPS > 0 else '0.00')")"
-OK="$(py_cmp "$RATIO >= $TARGET")"
+# Interleave hearth and nginx rounds so background load on the machine hits both alike; each side
+# is scored by its best round.
+ROUNDS="${BENCH_HTTP_ROUNDS:-2}"
+HRPS=0; NRPS=0
+for r in $(seq "$ROUNDS"); do
+  run_wrk "hearth (round $r/$ROUNDS)" "http://127.0.0.1:$HPORT/health/live"
+  HRPS="$("$PY" -c "print(max($HRPS, $RPS))")"; H_ALL+=("$RPS")
+  kill -0 "$HEARTH_PID" 2>/dev/null || { echo "hearth DIED during the run; log:" >&2; tail -20 "$BENCH_TMP/hearth.log" >&2; break; }
+  run_wrk "nginx (round $r/$ROUNDS)" "http://127.0.0.1:$NPORT/health/live"
+  NRPS="$("$PY" -c "print(max($NRPS, $RPS))")"; N_ALL+=("$RPS")
+done
+echo "   rounds: hearth ${H_ALL[*]}  nginx ${N_ALL[*]} req/s (best of each is scored)"
+RATIO="$("$PY" -c "print('%.3f' % ($HRPS / $NRPS) if $NRPS > 0 else '0.000')")"
+OK="$(py_cmp "$NRPS > 0 and $HRPS / $NRPS >= $TARGET")"
 echo "   hearth: $HRPS req/s   nginx: $NRPS req/s   ratio hearth/nginx: $RATIO"
 echo "TARGET http  hearth/nginx req/s ratio = $RATIO (hearth $HRPS, nginx $NRPS; target >= $TARGET)  $(verdict "$OK")"

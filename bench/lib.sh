@@ -1,8 +1,10 @@
+# shellcheck shell=bash
 # bench/lib.sh: helpers shared by the benchmark scripts (sourced, not run).
 # Every server a script starts is recorded in BENCH_PIDS and stopped by bench_cleanup, which the
 # scripts install as an EXIT trap; the temp dir BENCH_TMP is removed there too.
 
 PY=/usr/bin/python3
+# shellcheck disable=SC2034  # used by the scripts that source this file
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BENCH_PIDS=()
 BENCH_TMP="$(mktemp -d "${TMPDIR:-/tmp}/hearth-bench.XXXXXX")"

@@ -25,6 +25,9 @@ echo "   the query returns $n items"
 [[ "$n" == 20 ]] || echo "   WARNING: expected 20 items"
 
 wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARM_SECS}s" "$URL" >/dev/null 2>&1 || true
+# for reference: one connection, one request at a time (no queueing)
+one="$(wrk -t1 -c1 -d3s -s "$BENCH_DIR/latency.lua" "$URL" 2>&1 | grep '^RESULT ' || true)"
+echo "   reference, wrk -t1 -c1 -d3s: ${one#RESULT }"
 echo "--- wrk -t$WRK_THREADS -c$WRK_CONNS -d${WRK_SECS}s -s bench/latency.lua '$URL'"
 out="$(wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WRK_SECS}s" -s "$BENCH_DIR/latency.lua" "$URL" 2>&1)" || true
 echo "$out" | sed 's/^/   /'

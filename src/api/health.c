@@ -5,6 +5,7 @@
 #include "../base/embed.h"
 #include "../base/util.h"
 #include "../net/metrics.h"
+#include "../net/respcache.h"
 #include "app.h"
 
 app_t g_app;
@@ -97,6 +98,7 @@ void metrics_get(http_request_t *req, http_response_t *res)
     res->status = 200;
     res->content_type = "text/plain; version=0.0.4; charset=utf-8";
     metrics_render(&res->body);
+    respcache_render_metrics(&res->body);
     store_stats_t st;
     g_app.store->ops->stats(g_app.store, &st);
     buf_printf(&res->body,

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../base/util.h"
+#include "../net/respcache.h"
 #include "app.h"
 
 #define MAX_FILTER_TEXT 200
@@ -225,7 +226,7 @@ void properties_list(http_request_t *req, http_response_t *res)
     jw_key(&w, "items");
     jw_arr_begin(&w);
     for (int i = 0; i < page.n; i++)
-        property_write_json(&w, &page.items[i]);
+        property_write_json(&w, &page.items[i], false);
     jw_arr_end(&w);
     jw_key(&w, "next_cursor");
     if (page.has_more && page.n > 0) {
@@ -242,7 +243,7 @@ static void write_property(http_response_t *res, int status, const property_t *p
 {
     jw_t w;
     http_res_json(res, status, &w);
-    property_write_json(&w, p);
+    property_write_json(&w, p, true);
     http_res_header(res, "ETag", "\"%lld\"", (long long)p->version);
 }
 
@@ -275,6 +276,7 @@ void properties_create(http_request_t *req, http_response_t *res)
         http_res_error(req, res, &e);
         return;
     }
+    respcache_invalidate();
     write_property(res, 201, &p);
     http_res_header(res, "Location", "/api/properties/%lld", (long long)p.id);
 }
@@ -382,6 +384,7 @@ void properties_patch(http_request_t *req, http_response_t *res)
         http_res_error(req, res, &e);
         return;
     }
+    respcache_invalidate();
     write_property(res, 200, &p);
 }
 
@@ -414,5 +417,6 @@ void properties_delete(http_request_t *req, http_response_t *res)
         http_res_error(req, res, &e);
         return;
     }
+    respcache_invalidate();
     res->status = 204;
 }

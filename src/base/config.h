@@ -33,6 +33,8 @@ typedef struct config {
     bool metrics_public; /* HEARTH_METRICS_PUBLIC=1: /metrics open to all (else loopback only) */
     int header_timeout_ms, body_timeout_ms, idle_timeout_ms, shutdown_timeout_ms;
     int max_connections;
+    int cache_mb;     /* HEARTH_CACHE_MB: in-process response cache budget, 0 = off */
+    int cache_ttl_ms; /* HEARTH_CACHE_TTL_MS */
     proxy_net_t proxies[PROXY_MAX_NETS]; /* HEARTH_TRUSTED_PROXIES */
     int nproxies;
 } config_t;

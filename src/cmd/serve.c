@@ -8,6 +8,8 @@
 #include "../base/log.h"
 #include "../base/util.h"
 #include "../domain/import.h"
+#include "../infra/cache.h"
+#include "../net/respcache.h"
 #include "../net/server.h"
 #include "commands.h"
 
@@ -77,6 +79,8 @@ int cmd_serve(int argc, char **argv)
         s->ops->close(s);
         return 1;
     }
+    cache_t *cache = cfg->cache_mb > 0 ? cache_memory_open((size_t)cfg->cache_mb * 1024 * 1024) : NULL;
+    respcache_setup(cache, cfg->cache_ttl_ms);
     g_app.cfg = cfg;
     g_app.store = s;
     g_app.started_at_us = time_now_us();
@@ -85,6 +89,9 @@ int cmd_serve(int argc, char **argv)
     bool ok = server_run(cfg, &e);
     if (!ok)
         fprintf(stderr, "hearth: %s\n", e.message);
+    respcache_setup(NULL, 0);
+    if (cache)
+        cache->ops->close(cache);
     s->ops->close(s);
     return ok ? 0 : 1;
 }

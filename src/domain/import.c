@@ -700,7 +700,10 @@ bool import_run(store_t *s, const char *data, size_t len, import_format_t fmt, c
                 int64_t owner_id, import_report_t *rep, err_t *e)
 {
     import_report_init(rep);
-    return import_run_into(s, data, len, fmt, source_name, owner_id, rep, e);
+    bool ok = import_run_into(s, data, len, fmt, source_name, owner_id, rep, e);
+    if (rep->inserted || rep->updated)
+        s->ops->optimize(s); /* the planner's statistics follow the new rows */
+    return ok;
 }
 
 /* "msg" -> "prefix: msg" in place, truncated to the buffer. */
@@ -735,5 +738,6 @@ bool import_demo(store_t *s, import_report_t *rep, err_t *e)
         for (int r = first; r < rep->nrejections; r++) /* name the file in its rejections */
             prefix_message(rep->rejections[r].message, sizeof rep->rejections[r].message, name);
     }
+    s->ops->optimize(s);
     return true;
 }

@@ -425,7 +425,7 @@ static void klist(jw_t *w, const char *key, const char **items, int n)
     jw_arr_end(w);
 }
 
-void property_write_json(jw_t *w, const property_t *p)
+void property_write_json(jw_t *w, const property_t *p, bool with_features)
 {
     jw_obj_begin(w);
     jw_kint(w, "id", p->id);
@@ -451,11 +451,13 @@ void property_write_json(jw_t *w, const property_t *p)
     kint_opt(w, "commute_time", p, PF_COMMUTE_TIME, p->commute_time);
     jw_kstr(w, "property_type", p->property_type);
     jw_kstr(w, "status", p->status);
-    jw_key(w, "features");
-    if (p->features)
-        jw_raw(w, p->features, strlen(p->features));
-    else
-        jw_null(w);
+    if (with_features) {
+        jw_key(w, "features");
+        if (p->features)
+            jw_raw(w, p->features, strlen(p->features));
+        else
+            jw_null(w);
+    }
     kstr_opt(w, "source", p, PF_SOURCE, p->source);
     kstr_opt(w, "external_id", p, PF_EXTERNAL_ID, p->external_id);
     jw_key(w, "owner_id");

@@ -67,7 +67,9 @@ void property_merge(property_t *p, const property_t *changes, uint64_t present);
 /* Normalise one amenity into a slug ("Central Air" -> "central_air"); false if nothing remains. */
 bool amenity_slug(const char *in, char *out, size_t outlen);
 
-void property_write_json(jw_t *w, const property_t *p);
+/* `with_features` false leaves the `features` key out (list items: the bulk of a row, read it with
+ * GET /api/properties/{id}). */
+void property_write_json(jw_t *w, const property_t *p, bool with_features);
 bool enum_valid(const char *const *values, const char *v);
 
 /* Search ---------------------------------------------------------------------------------------*/

@@ -35,6 +35,7 @@ typedef struct store_ops {
     bool (*ping)(store_conn_t *c, err_t *e);
     void (*stats)(store_t *s, store_stats_t *out);
     void (*close)(store_t *s);
+    void (*optimize)(store_t *s); /* refresh planner statistics after bulk writes */
 
     /* ERR_NOT_FOUND when there is no such id */
     bool (*property_get)(store_conn_t *c, int64_t id, arena_t *a, property_t *out, err_t *e);

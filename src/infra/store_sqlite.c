@@ -352,11 +352,14 @@ fail:
 
 /* Rows ---------------------------------------------------------------------------------------- */
 
-#define PROPERTY_COLUMNS                                                                                    \
+#define COLUMNS_WITH(features)                                                                              \
     "p.id, p.title, p.description, p.price_cents, p.location, p.city, p.state, p.zip, p.latitude, "        \
     "p.longitude, p.bedrooms, p.bathrooms, p.size_sqft, p.lot_size_sqft, p.year_built, p.amenities, "      \
-    "p.image_urls, p.school_rating, p.commute_time, p.property_type, p.status, p.features, p.source, "     \
+    "p.image_urls, p.school_rating, p.commute_time, p.property_type, p.status, " features ", p.source, "   \
     "p.external_id, p.owner_id, p.version, p.created_at, p.updated_at"
+#define PROPERTY_COLUMNS COLUMNS_WITH("p.features")
+/* search results leave out the source features, the bulk of a row; see property_write_json */
+#define PROPERTY_LIST_COLUMNS COLUMNS_WITH("NULL")
 
 static const char **json_list(const char *text, int *n, arena_t *a)
 {
@@ -670,7 +673,7 @@ static void content_key(const property_t *p, buf_t *out)
     q.id = 0, q.version = 0, q.created_at = 0, q.updated_at = 0, q.owner_id = 0;
     jw_t w;
     jw_init(&w, out);
-    property_write_json(&w, &q);
+    property_write_json(&w, &q, true);
 }
 
 static bool sq_property_upsert_batch(store_conn_t *cb, property_t *rows, int n, upsert_result_t *results, err_t *e)
@@ -780,7 +783,7 @@ static bool sq_property_search(store_conn_t *cb, const property_query_t *q, aren
     sq_conn_t *c = (sq_conn_t *)cb;
     buf_t sql;
     buf_init(&sql);
-    buf_puts(&sql, "SELECT " PROPERTY_COLUMNS " FROM properties p WHERE 1");
+    buf_puts(&sql, "SELECT " PROPERTY_LIST_COLUMNS " FROM properties p WHERE 1");
     /* bindings are collected first, then bound in order */
     enum { B_INT, B_DBL, B_TXT } kinds[64];
     int64_t ints[64];
@@ -883,7 +886,20 @@ static bool sq_property_search(store_conn_t *cb, const property_query_t *q, aren
     return true;
 }
 
+/* Refreshes the planner's statistics after bulk changes (an import). */
+static void sq_optimize(store_t *base)
+{
+    err_t e;
+    err_clear(&e);
+    store_conn_t *cb = sq_acquire(base, 30000, &e);
+    if (!cb)
+        return;
+    exec((sq_conn_t *)cb, "ANALYZE; PRAGMA optimize;", &e);
+    sq_release(base, cb);
+}
+
 static const store_ops_t sqlite_ops = {
+    .optimize = sq_optimize,
     .name = "sqlite",
     .migrate = sq_migrate,
     .acquire = sq_acquire,

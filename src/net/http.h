@@ -50,6 +50,7 @@ typedef struct http_request {
     bool peer_loopback;
     char peer[64];
     uint64_t start_ns;
+    uint64_t cache_gen; /* respcache: generation read at lookup (0: not cacheable) */
 } http_request_t;
 
 typedef struct http_response {

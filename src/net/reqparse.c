@@ -90,6 +90,13 @@ static int on_headers_complete(llhttp_t *p)
     rp->state = RP_BODY;
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > rp->max_body)
         return reject(rp, ERR_PAYLOAD_TOO_LARGE, "the request body is larger than the limit");
+    if (llhttp_get_http_major(p) == 1 && llhttp_get_http_minor(p) == 1) {
+        int hosts = 0; /* RFC 9112 3.2: an HTTP/1.1 request carries exactly one Host */
+        for (int i = 0; i < rp->req->nheaders; i++)
+            hosts += strcasecmp(rp->req->headers[i].name, "Host") == 0;
+        if (hosts != 1)
+            return reject(rp, ERR_BAD_REQUEST, "an HTTP/1.1 request must have exactly one Host header");
+    }
     const char *mn = llhttp_method_name((llhttp_method_t)llhttp_get_method(p));
     rp->req->method = http_method_from(mn, strlen(mn));
     rp->req->method_name = mn;

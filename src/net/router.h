@@ -10,6 +10,7 @@ typedef void (*http_handler_t)(http_request_t *req, http_response_t *res);
 
 enum {
     ROUTE_ON_LOOP = 1, /* cannot block: runs on the event loop; otherwise on the worker pool */
+    ROUTE_CACHE = 2,   /* GET whose 200 responses may be served from the response cache */
 };
 
 struct route {

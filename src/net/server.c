@@ -31,6 +31,7 @@
 #include "http.h"
 #include "metrics.h"
 #include "proxy.h"
+#include "respcache.h"
 #include "reqparse.h"
 #include "router.h"
 
@@ -297,6 +298,8 @@ static void run_handler(uv_work_t *w)
 {
     conn_t *c = w->data;
     c->req.route->handler(&c->req, &c->res);
+    if (c->req.route->flags & ROUTE_CACHE)
+        respcache_store(&c->req, &c->res);
 }
 
 static void after_handler(uv_work_t *w, int status)
@@ -364,6 +367,8 @@ static void respond(conn_t *c)
     } else if (m == ROUTE_NO_METHOD) {
         http_res_header(res, "Allow", "%s", allow);
         http_res_errorf(req, res, ERR_METHOD_NOT_ALLOWED, "%s is not allowed on %s", req->method_name, req->path);
+    } else if ((req->route->flags & ROUTE_CACHE) && respcache_lookup(req, res)) {
+        /* answered from the cache, on the loop */
     } else if (req->route->flags & ROUTE_ON_LOOP) {
         req->route->handler(req, res);
     } else {
