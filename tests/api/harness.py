@@ -114,7 +114,8 @@ def _headers_dict(items):
 
 
 class Server:
-    def __init__(self, env=None, load_data=False, data_dir=None, args=None):
+    def __init__(self, env=None, load_data=False, data_dir=None, args=None, host="127.0.0.1"):
+        self.host = host
         self.own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="hearth-api-")
         self.extra_env = dict(env or {})
@@ -133,7 +134,7 @@ class Server:
         self.port = free_port()
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--listen", "127.0.0.1:%d" % self.port] + self.args,
+            [BIN, "serve", "--listen", "%s:%d" % (self.host, self.port)] + self.args,
             env=base_env(self.data_dir, self.extra_env),
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT
@@ -368,11 +369,12 @@ class ServerTestCase(unittest.TestCase):
     LOAD_DATA = False
     ENV = {}
     ARGS = []
+    LISTEN_HOST = "127.0.0.1"
     server = None
 
     @classmethod
     def setUpClass(cls):
-        cls.server = Server(env=cls.ENV, load_data=cls.LOAD_DATA, args=cls.ARGS)
+        cls.server = Server(env=cls.ENV, load_data=cls.LOAD_DATA, args=cls.ARGS, host=cls.LISTEN_HOST)
         try:
             cls.server.start()
             cls.prepare()

@@ -107,6 +107,15 @@ class ErrorsTest(ServerTestCase):
         self.assertEqual(r.raw, b"")
         self.assertIn("x-request-id", r.headers)
 
+    def test_http11_requires_one_host(self):
+        # RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host or with several
+        for req in (b"GET /health/live HTTP/1.1\r\n\r\n",
+                    b"GET /health/live HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"):
+            out = self.raw(req)
+            self.assertEqual(harness.parse_status(out), 400, "%r -> %r" % (req, out[:120]))
+        # HTTP/1.0 needs no Host
+        self.assertEqual(harness.parse_status(self.raw(b"GET /health/live HTTP/1.0\r\n\r\n")), 200)
+
     def test_security_headers_everywhere(self):
         for method, path in (("GET", "/nope"), ("PUT", "/api/properties/1"), ("GET", "/api/properties?limit=0"),
                              ("GET", "/api/properties?limit=x"), ("GET", "/api/properties"), ("GET", "/health/live")):

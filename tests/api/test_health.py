@@ -109,6 +109,51 @@ class HealthTest(ServerTestCase):
             if line and not line.startswith("#"):
                 self.assertRegex(line, r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? [-+0-9.eEInfa]+$', line)
 
+    def test_metrics_histogram_consistent(self):
+        for _ in range(3):
+            self.request("GET", "/api/properties?limit=1")
+        text = self.request("GET", "/metrics").raw.decode()
+        series = {}
+        counts = {}
+        for l in text.splitlines():
+            m = re.match(r'^hearth_http_request_duration_seconds_bucket\{(.*)\} (\S+)$', l)
+            if m:
+                labels = m.group(1)
+                le = re.search(r'le="([^"]+)"', labels).group(1)
+                key = re.sub(r',?le="[^"]+"', "", labels)
+                series.setdefault(key, []).append((float("inf") if le == "+Inf" else float(le), float(m.group(2))))
+            m = re.match(r'^hearth_http_request_duration_seconds_count(?:\{(.*)\})? (\S+)$', l)
+            if m:
+                counts[m.group(1) or ""] = float(m.group(2))
+        self.assertTrue(series)
+        for key, buckets in series.items():
+            les = [b[0] for b in buckets]
+            self.assertEqual(les, sorted(les), key)
+            vals = [b[1] for b in buckets]
+            self.assertEqual(vals, sorted(vals), "buckets not cumulative for %s" % key)
+            self.assertEqual(les[-1], float("inf"))
+            if key in counts:
+                self.assertEqual(vals[-1], counts[key], "+Inf bucket != _count for %s" % key)
+
+    def test_metrics_gauges(self):
+        s = self.server.connect()
+        try:
+            s.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+            harness.RawReader(s).read_response()
+            text = self.request("GET", "/metrics").raw.decode()
+        finally:
+            s.close()
+
+        def val(name):
+            m = re.search(r"(?m)^%s(?:\{[^}]*\})? (\S+)$" % name, text)
+            self.assertIsNotNone(m, name)
+            return float(m.group(1))
+        self.assertGreaterEqual(val("hearth_http_connections"), 2)  # ours and the /metrics one
+        self.assertGreaterEqual(val("hearth_http_in_flight"), 1)    # the /metrics request itself
+        self.assertGreaterEqual(val("hearth_store_pool_size"), 1)
+        self.assertGreaterEqual(val("hearth_store_pool_in_use"), 0)
+        self.assertLessEqual(val("hearth_store_pool_in_use"), val("hearth_store_pool_size"))
+
     def test_metrics_counts_increase(self):
         def count():
             text = self.request("GET", "/metrics").raw.decode()
@@ -169,6 +214,21 @@ class CorsTest(ServerTestCase):
         methods = [m.strip().upper() for m in r.headers.get("access-control-allow-methods", "").split(",")]
         self.assertIn("POST", methods)
         self.assertIn("x-request-id", r.headers)
+
+    def test_preflight_allows_request_headers(self):
+        r = self.request("OPTIONS", "/api/properties/1", headers={
+            "Origin": CORS_ORIGIN, "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "content-type, if-match"})
+        self.assertEqual(r.status, 204, repr(r))
+        allowed = [h.strip().lower() for h in r.headers.get("access-control-allow-headers", "").split(",")]
+        self.assertIn("content-type", allowed)
+        self.assertIn("if-match", allowed)
+
+    def test_browser_can_read_etag_and_request_id(self):
+        r = self.request("GET", "/api/properties", headers={"Origin": CORS_ORIGIN})
+        exposed = [h.strip().lower() for h in r.headers.get("access-control-expose-headers", "").split(",")]
+        for h in ("etag", "x-request-id", "location"):
+            self.assertIn(h, exposed)
 
     def test_preflight_item_route(self):
         r = self.request("OPTIONS", "/api/properties/1", headers={

@@ -133,6 +133,21 @@ class LimitsTest(ServerTestCase):
         finally:
             s.close()
 
+    def test_chunked_extensions_and_trailers(self):
+        body = json.dumps(valid_property(title="Chunk ext")).encode()
+        half = len(body) // 2
+        s = self.server.connect()
+        try:
+            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n"
+                      b"%x;name=value\r\n%s\r\n%X\r\n%s\r\n0\r\nX-Trailer: yes\r\n\r\n"
+                      % (half, body[:half], len(body) - half, body[half:]))
+            r = self.read_one(s)
+            self.assertEqual(r.status, 201, repr(r))
+            self.assertEqual(r.json()["title"], "Chunk ext")
+        finally:
+            s.close()
+
     def test_keep_alive_after_small_post(self):
         body = json.dumps(valid_property(title="KA")).encode()
         s = self.server.connect()
@@ -248,6 +263,93 @@ class LimitsTest(ServerTestCase):
             a, b = rd.read_response(), rd.read_response()
             self.assertEqual((a.status, a.headers.get("x-request-id")), (201, "pp-1"))
             self.assertEqual((b.status, b.headers.get("x-request-id")), (200, "pp-2"))
+        finally:
+            s.close()
+
+    def test_pipelining_flood(self):
+        n = 400
+        s = self.server.connect()
+        try:
+            data = b"".join(b"GET /health/live HTTP/1.1\r\nHost: t\r\nX-Request-ID: f%d\r\n\r\n" % i for i in range(n))
+            got = []
+            rd = RawReader(s)
+
+            def reader():
+                try:
+                    for _ in range(n):
+                        got.append(rd.read_response().headers.get("x-request-id"))
+                except Exception as e:  # noqa
+                    got.append(repr(e))
+            t = threading.Thread(target=reader)
+            t.start()
+            s.sendall(data)
+            t.join(30)
+            self.assertEqual(got, ["f%d" % i for i in range(n)])
+        finally:
+            s.close()
+
+    def body_is_not_a_request(self, first):
+        """`first` is a request whose body looks like another request; the body must be consumed
+        as a body (one response), then the real next request is answered."""
+        smuggled = b"GET /health/live HTTP/1.1\r\nHost: t\r\nX-Request-ID: smuggled\r\n\r\n"
+        s = self.server.connect()
+        try:
+            s.sendall(first % (len(smuggled), smuggled) +
+                      b"GET /health/live HTTP/1.1\r\nHost: t\r\nX-Request-ID: real\r\n\r\n")
+            rd = RawReader(s, 10)
+            a = rd.read_response()
+            self.assertNotEqual(a.headers.get("x-request-id"), "smuggled")
+            self.assertGreaterEqual(a.status, 400)
+            try:
+                b = rd.read_response()
+            except (EOFError, ConnectionResetError):
+                return a  # closing after an error is allowed; answering the body as a request is not
+            self.assertEqual(b.headers.get("x-request-id"), "real", "body bytes were parsed as a request")
+            return a
+        finally:
+            s.close()
+
+    def test_body_consumed_after_404(self):
+        self.body_is_not_a_request(b"POST /no/such/route HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+                                   b"Content-Length: %d\r\n\r\n%s")
+
+    def test_body_consumed_after_405(self):
+        self.body_is_not_a_request(b"PUT /api/properties/1 HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                                   b"Content-Length: %d\r\n\r\n%s")
+
+    def test_body_consumed_after_415(self):
+        self.body_is_not_a_request(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+                                   b"Content-Length: %d\r\n\r\n%s")
+
+    def test_body_consumed_after_400(self):
+        self.body_is_not_a_request(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                                   b"Content-Length: %d\r\n\r\n%s")
+
+    def test_body_on_get_consumed(self):
+        smuggled = b"GET /health/live HTTP/1.1\r\nHost: t\r\nX-Request-ID: smuggled\r\n\r\n"
+        s = self.server.connect()
+        try:
+            s.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\nX-Request-ID: first\r\nContent-Length: %d\r\n\r\n%s"
+                      b"GET /health/live HTTP/1.1\r\nHost: t\r\nX-Request-ID: real\r\n\r\n" % (len(smuggled), smuggled))
+            rd = RawReader(s, 10)
+            ids = []
+            for _ in range(2):
+                try:
+                    ids.append(rd.read_response().headers.get("x-request-id"))
+                except (EOFError, ConnectionResetError):
+                    break
+            self.assertNotIn("smuggled", ids)
+        finally:
+            s.close()
+
+    def test_request_id_echoed_on_limit_errors(self):
+        s = self.server.connect()
+        try:
+            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nX-Request-ID: big-1\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n" % (MAX_BODY * 4))
+            r = self.read_one(s)
+            err = self.assert_error(r, 413, "payload_too_large")
+            self.assertEqual(err["request_id"], "big-1")
         finally:
             s.close()
 
@@ -367,6 +469,35 @@ class LimitsTest(ServerTestCase):
             s.close()
 
     def test_server_healthy_after_limits(self):
+        self.assertEqual(self.request("GET", "/health/live").status, 200)
+
+
+class MaxConnectionsTest(ServerTestCase):
+    ENV = {"HEARTH_MAX_CONNECTIONS": "5"}
+
+    def test_over_limit_refused_then_recovers(self):
+        held = [self.server.connect() for _ in range(5)]
+        try:
+            time.sleep(0.2)
+            s = self.server.connect()
+            try:
+                s.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+            except OSError:
+                pass
+            data = b""
+            try:
+                s.settimeout(10)
+                data = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                pass
+            s.close()
+            # either closed without an answer, or a 503 -- never served beyond the limit, never hung
+            if data:
+                self.assertEqual(harness.parse_status(data), 503, data[:200])
+        finally:
+            for h in held:
+                h.close()
+        time.sleep(0.3)
         self.assertEqual(self.request("GET", "/health/live").status, 200)
 
 

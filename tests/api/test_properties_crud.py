@@ -177,6 +177,12 @@ class CrudTest(ServerTestCase):
             ("bogus_field", dict(bogus_field=1)),
             ("year_built", dict(year_built="1990")),
             ("commute_time", dict(commute_time=-5)),
+            ("image_urls", dict(image_urls=["javascript:alert(1)"])),
+            ("amenities", dict(amenities=["!!!"])),
+            ("amenities", dict(amenities=[""])),
+            ("external_id", dict(source="only-source")),
+            ("title", dict(title="x" * 201)),
+            ("title", dict(title="bad\x01control")),
         ]
         for field, over in cases:
             with self.subTest(field=field, over=over):
@@ -320,6 +326,98 @@ class CrudTest(ServerTestCase):
             r = self.request("GET", "/api/properties/" + bad)
             self.assertIn(r.status, (400, 404), "%s -> %r" % (bad, r))
             self.assert_error(r, r.status, "bad_request" if r.status == 400 else "not_found")
+
+    def test_media_type_case_insensitive(self):
+        r = self.request("POST", "/api/properties", json.dumps(valid_property()).encode(),
+                         {"Content-Type": "Application/JSON; Charset=UTF-8"})
+        self.assertEqual(r.status, 201, repr(r))
+
+    def test_price_more_decimals(self):
+        for price in ("100.001", "0.001", "1234.567", "12345678.901", "199999.999"):
+            raw = ('{"title":"P","price":%s,"location":"x","bedrooms":1,"bathrooms":1,"size_sqft":5}' % price).encode()
+            r = self.request("POST", "/api/properties", raw, {"Content-Type": "application/json"})
+            self.assert_error(r, 422, "validation_failed", "price")
+        for price in ("1e13", "10000000000000", "-0.01"):
+            raw = ('{"title":"P","price":%s,"location":"x","bedrooms":1,"bathrooms":1,"size_sqft":5}' % price).encode()
+            r = self.request("POST", "/api/properties", raw, {"Content-Type": "application/json"})
+            self.assert_error(r, 422, "validation_failed", "price")
+
+    def test_json_string_edge_cases(self):
+        for bad in (b'"a\u0000b"', b'"\ud800"'):
+            raw = b'{"title":' + bad + b',"price":1,"location":"x","bedrooms":1,"bathrooms":1,"size_sqft":5}'
+            r = self.request("POST", "/api/properties", raw, {"Content-Type": "application/json"})
+            self.assertIn(r.status, (400, 422), "%r -> %r" % (bad, r))
+            self.assert_error(r, r.status, "bad_request" if r.status == 400 else "validation_failed")
+        r = self.request("POST", "/api/properties", valid_property(title="tab\there\u00e9 \"quoted\" \\ back"))
+        self.assertEqual(r.status, 201, repr(r))
+        self.assertEqual(self.request("GET", "/api/properties/%d" % r.json["id"]).json["title"],
+                         "tab\there\u00e9 \"quoted\" \\ back")
+
+    def test_head_item(self):
+        pid = self.create().json["id"]
+        g = self.request("GET", "/api/properties/%d" % pid)
+        h = self.request("HEAD", "/api/properties/%d" % pid)
+        self.assertEqual(h.status, 200)
+        self.assertEqual(h.raw, b"")
+        self.assertEqual(h.headers.get("etag"), '"1"')
+        self.assertEqual(h.headers.get("content-length"), g.headers.get("content-length"))
+
+    def test_if_match_star_and_weak(self):
+        pid = self.create().json["id"]
+        path = "/api/properties/%d" % pid
+        r = self.request("PATCH", path, {"title": "star"}, {"If-Match": "*"})
+        self.assertEqual(r.status, 200, repr(r))
+        r = self.request("PATCH", path, {"title": "weak"}, {"If-Match": 'W/"2"'})
+        self.assert_error(r, 412, "precondition_failed")  # If-Match uses the strong comparison
+        self.assertEqual(self.request("GET", path).json["version"], 2)
+
+    def test_conditional_get(self):
+        pid = self.create().json["id"]
+        path = "/api/properties/%d" % pid
+        r = self.request("GET", path, headers={"If-None-Match": '"1"'})
+        self.assertEqual(r.status, 304, repr(r))
+        self.assertEqual(r.raw, b"")
+        self.assertEqual(r.headers.get("etag"), '"1"')
+        self.assertIn("x-request-id", r.headers)
+        r = self.request("GET", path, headers={"If-None-Match": '"2"'})
+        self.assertEqual(r.status, 200)
+
+    def test_if_match_list(self):
+        # RFC 9110 13.1.1: If-Match is a list of entity tags; any one matching is enough
+        pid = self.create().json["id"]
+        path = "/api/properties/%d" % pid
+        r = self.request("PATCH", path, {"title": "list"}, {"If-Match": '"9", "1"'})
+        self.assertEqual(r.status, 200, repr(r))
+        r = self.request("DELETE", path, headers={"If-Match": '"7","2"'})
+        self.assertEqual(r.status, 204, repr(r))
+
+    def test_search_follows_writes(self):
+        pid = self.create(title="Xylophonic villa", city="Quahog").json["id"]
+        ids = lambda qs: [i["id"] for i in self.get_json("/api/properties?limit=100&" + qs)["items"]]
+        self.assertEqual(ids("q=xylophonic"), [pid])
+        self.assertEqual(ids("city=quahog"), [pid])
+        r = self.request("PATCH", "/api/properties/%d" % pid, {"title": "Marimbic villa", "city": "Langley Falls"})
+        self.assertEqual(r.status, 200, repr(r))
+        self.assertEqual(ids("q=xylophonic"), [])
+        self.assertEqual(ids("q=marimbic"), [pid])
+        self.assertEqual(ids("city=quahog"), [])
+        self.assertEqual(ids("city=langley%20falls"), [pid])
+        self.assertEqual(self.request("DELETE", "/api/properties/%d" % pid).status, 204)
+        self.assertEqual(ids("q=marimbic"), [])
+        self.assertNotIn(pid, ids("limit=100"))
+
+    def test_read_only_fields_ignored(self):
+        r = self.create(id=987654, version=50, owner_id=3, created_at="2000-01-01T00:00:00Z")
+        self.assertNotEqual(r.json["id"], 987654)
+        self.assertEqual(r.json["version"], 1)
+        self.assertNotEqual(r.json["created_at"], "2000-01-01T00:00:00Z")
+
+    def test_patch_to_taken_external_id(self):
+        self.create(source="apitest", external_id="taken-1")
+        pid = self.create(source="apitest", external_id="free-1").json["id"]
+        r = self.request("PATCH", "/api/properties/%d" % pid, {"external_id": "taken-1"})
+        self.assert_error(r, 409, "conflict")
+        self.assertEqual(self.request("GET", "/api/properties/%d" % pid).json["external_id"], "free-1")
 
     def test_created_visible_in_list(self):
         pid = self.create(title="Listed").json["id"]

@@ -280,6 +280,53 @@ class RobustnessTest(ServerTestCase):
         finally:
             s.close()
 
+    def test_mutated_requests(self):
+        import random
+        rnd = random.Random(1234)
+        seeds = [
+            b"GET /api/properties?limit=5&sort=-price&min_price=100.50 HTTP/1.1\r\nHost: t\r\nX-Request-ID: m1\r\n\r\n",
+            b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 86\r\n\r\n"
+            b'{"title":"M","price":1.5,"location":"x","bedrooms":1,"bathrooms":1,"size_sqft":5,"amenities":["a"]}'[:86],
+            b"PATCH /api/properties/1 HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nIf-Match: \"1\"\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n",
+            b"OPTIONS /api/properties HTTP/1.1\r\nHost: t\r\nOrigin: https://x\r\nAccess-Control-Request-Method: POST\r\n\r\n",
+        ]
+        for i in range(300):
+            data = bytearray(rnd.choice(seeds))
+            for _ in range(rnd.randint(1, 6)):
+                op = rnd.randint(0, 3)
+                pos = rnd.randrange(len(data))
+                if op == 0:
+                    data[pos] = rnd.randrange(256)
+                elif op == 1:
+                    del data[pos:pos + rnd.randint(1, 8)]
+                elif op == 2:
+                    data[pos:pos] = bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 8)))
+                else:
+                    data[pos:pos] = rnd.choice([b"%", b"\r\n", b"\x00", b"{", b"\"", b"9" * 30, b"%ff", b"\xc3"])
+            s = self.server.connect(timeout=10)
+            try:
+                try:
+                    s.sendall(bytes(data))
+                    s.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                out = b""
+                try:
+                    while True:
+                        d = s.recv(65536)
+                        if not d:
+                            break
+                        out += d
+                except (ConnectionResetError, socket.timeout):
+                    pass
+                st = parse_status(out)
+                self.assertTrue(st is None or st < 500, "mutation %d %r -> %r" % (i, bytes(data), out[:200]))
+            finally:
+                s.close()
+            if i % 50 == 0:
+                self.assertTrue(self.server.alive(), "server died on mutation %d: %r" % (i, bytes(data)))
+
     def test_zz_still_alive(self):
         self.assertTrue(self.server.alive())
         self.assertEqual(self.request("GET", "/health/live").status, 200)

@@ -92,6 +92,14 @@ class SearchTest(ServerTestCase):
             self.assertIn(it["property_type"], ("single_family", "condo", "townhouse", "multi_family", "land", "other"))
             self.assertIsInstance(it["id"], int)
 
+    def test_list_items_agree_with_single_get(self):
+        for it in self.all_items()[:25]:
+            one = self.get_json("/api/properties/%d" % it["id"])
+            for k, v in it.items():
+                self.assertEqual(v, one.get(k), "list item %d field %s differs from GET" % (it["id"], k))
+            missing = set(one) - set(it)
+            self.assertLessEqual(missing, {"features"}, "list items lack %r" % missing)
+
     def test_default_limit_and_shape(self):
         r = self.request("GET", "/api/properties")
         self.assertEqual(r.status, 200)
@@ -195,6 +203,11 @@ class SearchTest(ServerTestCase):
         self.assertIn(self.extra_ids["Quokka cottage"], ids)
         self.assertNotIn(self.extra_ids["Plain house"], ids)
         self.check_filter("amenities=fireplace", lambda i: "fireplace" in i["amenities"])
+
+    def test_amenities_query_normalised(self):
+        a = {i["id"] for i in self.fetch_all("amenities=pool,garage")}
+        b = {i["id"] for i in self.fetch_all("amenities=" + quote("POOL, Garage"))}
+        self.assertEqual(a, b)
 
     def test_max_commute_time(self):
         self.check_filter("max_commute_time=30",
@@ -318,6 +331,8 @@ class SearchTest(ServerTestCase):
             ("property_type=condo,castle", 422, "validation_failed"),
             ("status=bogus", 422, "validation_failed"),
             ("min_price=abc", 400, "bad_request"),
+            ("min_price=1.005", 422, "validation_failed"),
+            ("max_price=10.001", 422, "validation_failed"),
             ("max_price=1e", 400, "bad_request"),
             ("min_bedrooms=three", 400, "bad_request"),
             ("min_bathrooms=x", 400, "bad_request"),

@@ -78,7 +78,7 @@ static void write_and_reread(const property_t *p, bool accepted)
     buf_init(&b);
     jw_t w;
     jw_init(&w, &b);
-    property_write_json(&w, p);
+    property_write_json(&w, p, true);
     if (w.depth != 0)
         __builtin_trap();
     json_error_t je;
