@@ -2,7 +2,7 @@
 -- and full-text indexes over title/description/location (words) and location (trigrams, for
 -- case-insensitive substring search).
 CREATE TABLE properties (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,  -- ids are never reused
     title         TEXT    NOT NULL,
     description   TEXT,
     price_cents   INTEGER NOT NULL CHECK (price_cents > 0),

@@ -378,6 +378,8 @@ void properties_patch(http_request_t *req, http_response_t *res)
         ok = g_app.store->ops->property_update(c, &p, read_version, &e);
         if (ok || e.code != ERR_PRECONDITION || if_match)
             break; /* retry only a race the client did not guard against itself */
+        if (attempt == 4)
+            err_set(&e, ERR_CONFLICT, "the property is being changed by others; try again");
     }
     app_store_done(c);
     if (!ok) {

@@ -37,6 +37,10 @@ typedef struct mem_cache {
 
 static const cache_ops_t memory_ops;
 
+/* The shard is picked from the low 4 bits of the hash and the bucket from the bits above them,
+ * so the keys of one shard spread over all of its buckets. */
+#define BUCKET(h, nbuckets) (((h) >> 4) & ((nbuckets)-1))
+
 static uint64_t hash_key(const char *k, size_t n)
 {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
@@ -73,7 +77,7 @@ static void lru_push(shard_t *s, entry_t *e)
 
 static void remove_entry(shard_t *s, entry_t *e)
 {
-    entry_t **pp = &s->table[e->hash & (s->nbuckets - 1)];
+    entry_t **pp = &s->table[BUCKET(e->hash, s->nbuckets)];
     while (*pp != e)
         pp = &(*pp)->hnext;
     *pp = e->hnext;
@@ -85,7 +89,7 @@ static void remove_entry(shard_t *s, entry_t *e)
 
 static entry_t *find(shard_t *s, uint64_t h, const char *key, size_t klen)
 {
-    for (entry_t *e = s->table[h & (s->nbuckets - 1)]; e; e = e->hnext)
+    for (entry_t *e = s->table[BUCKET(h, s->nbuckets)]; e; e = e->hnext)
         if (e->hash == h && e->klen == klen && memcmp(e->data, key, klen) == 0)
             return e;
     return NULL;
@@ -100,8 +104,8 @@ static void grow(shard_t *s)
     for (size_t i = 0; i < s->nbuckets; i++)
         for (entry_t *e = s->table[i], *next; e; e = next) {
             next = e->hnext;
-            e->hnext = t[e->hash & (n - 1)];
-            t[e->hash & (n - 1)] = e;
+            e->hnext = t[BUCKET(e->hash, n)];
+            t[BUCKET(e->hash, n)] = e;
         }
     free(s->table);
     s->table = t;
@@ -112,7 +116,7 @@ static bool mem_get(cache_t *base, const char *key, size_t klen, buf_t *out)
 {
     mem_cache_t *c = (mem_cache_t *)base;
     uint64_t h = hash_key(key, klen);
-    shard_t *s = &c->shards[h % SHARDS];
+    shard_t *s = &c->shards[h & (SHARDS - 1)];
     pthread_mutex_lock(&s->mu);
     entry_t *e = find(s, h, key, klen);
     if (e && e->expires_ns <= time_mono_ns()) {
@@ -133,7 +137,7 @@ static void mem_put(cache_t *base, const char *key, size_t klen, const void *val
 {
     mem_cache_t *c = (mem_cache_t *)base;
     uint64_t h = hash_key(key, klen);
-    shard_t *s = &c->shards[h % SHARDS];
+    shard_t *s = &c->shards[h & (SHARDS - 1)];
     size_t need = sizeof(entry_t) + klen + vlen;
     if (need > s->max_bytes / 4 || ttl_ms <= 0)
         return; /* one value may not take over a shard */
@@ -157,7 +161,7 @@ static void mem_put(cache_t *base, const char *key, size_t klen, const void *val
     }
     if (s->count + 1 > s->nbuckets)
         grow(s);
-    entry_t **slot = &s->table[h & (s->nbuckets - 1)];
+    entry_t **slot = &s->table[BUCKET(h, s->nbuckets)];
     n->hnext = *slot;
     *slot = n;
     lru_push(s, n);

@@ -182,7 +182,11 @@ store_t *store_sqlite_open(const char *path, int pool_size, err_t *e)
     s->size = pool_size;
     s->conns = calloc((size_t)pool_size, sizeof *s->conns);
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    pthread_condattr_t ca; /* waits measured on the monotonic clock: a clock step cannot stretch them */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv, &ca);
+    pthread_condattr_destroy(&ca);
     for (int i = 0; i < pool_size; i++) {
         if (!conn_open(s, &s->conns[i], e)) {
             for (int j = 0; j < i; j++)
@@ -212,7 +216,7 @@ static store_conn_t *sq_acquire(store_t *base, int timeout_ms, err_t *e)
 {
     sq_store_t *s = (sq_store_t *)base;
     struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
     deadline.tv_sec += timeout_ms / 1000;
     deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
     if (deadline.tv_nsec >= 1000000000L)
@@ -811,7 +815,10 @@ static bool sq_property_search(store_conn_t *cb, const property_query_t *q, aren
     if (HAS(QF_LOCATION)) {
         /* trigram index for needles of 3+ characters without LIKE wildcards; else a scan */
         const char *loc = q->location;
-        if (strlen(loc) >= 3 && !strpbrk(loc, "%_")) {
+        size_t chars = 0; /* code points: the trigram index needs three characters, not bytes */
+        for (const unsigned char *u = (const unsigned char *)loc; *u; u++)
+            chars += (*u & 0xC0) != 0x80;
+        if (chars >= 3 && !strpbrk(loc, "%_")) {
             buf_puts(&sql, " AND p.id IN (SELECT rowid FROM properties_location_trgm WHERE location LIKE ?)");
             BIND_T(arena_printf(a, "%%%s%%", loc));
         } else {

@@ -63,9 +63,13 @@ static int header_done(reqparse_t *rp)
     return 0;
 }
 
+/* Trailer fields (after a chunked body) are counted against the header limit and dropped: a
+ * header that arrives after the head must not change what the head said. */
 static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     reqparse_t *rp = p->data;
+    if (rp->state == RP_BODY)
+        return count_header_bytes(rp, n);
     if (header_done(rp) || count_header_bytes(rp, n))
         return -1;
     buf_append(&rp->hname, at, n);
@@ -75,6 +79,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     reqparse_t *rp = p->data;
+    if (rp->state == RP_BODY)
+        return count_header_bytes(rp, n);
     rp->in_value = true;
     if (count_header_bytes(rp, n))
         return -1;
@@ -90,6 +96,7 @@ static int on_headers_complete(llhttp_t *p)
     rp->state = RP_BODY;
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > rp->max_body)
         return reject(rp, ERR_PAYLOAD_TOO_LARGE, "the request body is larger than the limit");
+    rp->http10 = llhttp_get_http_major(p) == 1 && llhttp_get_http_minor(p) == 0;
     if (llhttp_get_http_major(p) == 1 && llhttp_get_http_minor(p) == 1) {
         int hosts = 0; /* RFC 9112 3.2: an HTTP/1.1 request carries exactly one Host */
         for (int i = 0; i < rp->req->nheaders; i++)
@@ -216,6 +223,7 @@ void reqparse_reset(reqparse_t *rp)
     rp->in_value = false;
     rp->want_continue = false;
     rp->keep_alive = false;
+    rp->http10 = false;
     rp->err = ERR_NONE;
     rp->msg[0] = '\0';
 }

@@ -31,6 +31,7 @@ typedef struct reqparse {
     bool in_value;
     bool want_continue; /* the client sent Expect: 100-continue; the server answers it once */
     bool keep_alive;    /* valid in RP_DONE */
+    bool http10;        /* the request is HTTP/1.0 */
     err_code_t err;
     char msg[128];
 } reqparse_t;

@@ -50,6 +50,7 @@ typedef struct conn {
     bool closing;      /* uv_close called or about to be */
     bool work_pending; /* the handler runs on the worker pool */
     bool reading, lingering, close_after, eof;
+    bool reset;        /* close with RST, dropping what the kernel still holds to send */
     buf_t in, out;
     arena_t arena;
     reqparse_t rp;
@@ -80,6 +81,8 @@ struct loop_ctx {
 
 static const config_t *cfg;
 static _Atomic int total_conns;
+static _Atomic int queued_work; /* requests handed to the worker pool and not yet back */
+#define WORK_PER_WORKER 64      /* beyond workers x this, a request is a 503 rather than a longer queue */
 
 static void conn_process(conn_t *c);
 static void conn_close(conn_t *c);
@@ -97,8 +100,15 @@ static void on_timeout(uv_timer_t *t)
         conn_close(c);
         return;
     }
-    if (c->busy)
+    if (c->busy) {
+        /* a response the client is not reading (the timer runs only while writing): reset the
+         * connection, so the kernel drops the unsent bytes too */
+        if (!c->work_pending) {
+            c->reset = true;
+            conn_close(c);
+        }
         return;
+    }
     if (c->rp.state == RP_HEAD || c->rp.state == RP_BODY) {
         /* a request that is not arriving fast enough: answer 408 and close */
         c->rp.err = ERR_REQUEST_TIMEOUT;
@@ -235,6 +245,8 @@ static void on_written(uv_write_t *w, int status)
     timer_set(c, cfg->idle_timeout_ms);
     start_reading(c);
     conn_process(c);
+    if (c->eof && !c->busy && !c->closing)
+        conn_close(c); /* the client has sent everything and had every answer */
 }
 
 /* Serialises c->res (status line, headers, body) and writes it. */
@@ -264,12 +276,15 @@ static void write_response(conn_t *c)
                    origin);
     if (res->close)
         buf_puts(o, "Connection: close\r\n");
+    else if (c->rp.http10)
+        buf_puts(o, "Connection: keep-alive\r\n"); /* HTTP/1.0 keeps a connection only when told */
     buf_append(o, res->headers.data ? res->headers.data : "", res->headers.len);
     buf_puts(o, "\r\n");
     if (req->method != METHOD_HEAD && res->status != 204 && res->status != 304)
         buf_append(o, res->body.data ? res->body.data : "", res->body.len);
     uv_buf_t b = uv_buf_init(o->data, (unsigned)o->len);
     c->wreq.data = c;
+    timer_set(c, cfg->idle_timeout_ms); /* a client that stops reading is dropped */
     if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
         metrics_in_flight_add(-1);
         reset_request(c);
@@ -307,6 +322,7 @@ static void after_handler(uv_work_t *w, int status)
     conn_t *c = w->data;
     (void)status; /* work is never cancelled */
     c->work_pending = false;
+    atomic_fetch_sub(&queued_work, 1);
     if (c->closing) {
         /* the client went away while the handler ran; finish the close that waited for it */
         metrics_in_flight_add(-1);
@@ -328,7 +344,7 @@ static void respond(conn_t *c)
     timer_set(c, 0);
     metrics_in_flight_add(1);
     res->status = 200;
-    if (!req->start_ns)
+    if (!req->start_ns) /* a timeout before any byte of the request */
         req->start_ns = time_mono_ns();
     const char *rid = http_header(req, "X-Request-ID");
     if (rid && request_id_valid(rid))
@@ -339,6 +355,8 @@ static void respond(conn_t *c)
         req->method_name = "-";
     proxy_resolve_client(req, cfg->proxies, cfg->nproxies);
 
+    if (c->rp.state == RP_DONE && !c->rp.keep_alive)
+        c->close_after = true;
     if (c->rp.err == ERR_NONE && c->rp.state == RP_DONE)
         reqparse_request(&c->rp);
     if (c->rp.err != ERR_NONE) {
@@ -348,9 +366,6 @@ static void respond(conn_t *c)
         write_response(c);
         return;
     }
-    if (!c->rp.keep_alive)
-        c->close_after = true;
-
     char allow[128];
     route_match_t m = router_match(req, allow, sizeof allow);
     if (m == ROUTE_NO_PATH) {
@@ -372,12 +387,14 @@ static void respond(conn_t *c)
     } else if (req->route->flags & ROUTE_ON_LOOP) {
         req->route->handler(req, res);
     } else {
-        c->work.data = c;
-        c->work_pending = true;
-        if (uv_queue_work(&c->lp->loop, &c->work, run_handler, after_handler) == 0)
+        if (atomic_fetch_add(&queued_work, 1) < cfg->workers * WORK_PER_WORKER) {
+            c->work.data = c;
+            c->work_pending = true;
+            uv_queue_work(&c->lp->loop, &c->work, run_handler, after_handler); /* fails only without a callback */
             return;
-        c->work_pending = false;
-        http_res_errorf(req, res, ERR_UNAVAILABLE, "the server cannot take more work now");
+        }
+        atomic_fetch_sub(&queued_work, 1);
+        http_res_errorf(req, res, ERR_UNAVAILABLE, "the server has more work queued than it can take, try again");
     }
     write_response(c);
 }
@@ -457,14 +474,16 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     conn_t *c = s->data;
-    if (n < 0) { /* end of stream or error */
+    if (n < 0) {
         uv_read_stop(s);
         c->reading = false;
         c->eof = true;
-        if (c->busy)
-            c->close_after = true; /* the answer is still coming; close after it */
-        else
+        if (n != UV_EOF && c->busy)
+            c->close_after = true; /* a reset: finish the request in hand, answer nothing more */
+        else if (!c->busy)
             conn_close(c);
+        /* at a clean end of stream while busy, the requests already received are still answered:
+         * on_written closes once they are done */
         return;
     }
     if (n == 0 || c->lingering)
@@ -521,7 +540,8 @@ static void conn_close(conn_t *c)
         return;
     }
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
-    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    if (!c->reset || uv_tcp_close_reset(&c->tcp, on_handle_closed) != 0)
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -581,62 +601,35 @@ static void on_connection(uv_stream_t *server, int status)
 
 /* Loops, listeners, shutdown ------------------------------------------------------------------*/
 
-static void close_listener_and_idle(loop_ctx_t *lp)
-{
-    lp->stopping = true;
-    if (!uv_is_closing((uv_handle_t *)&lp->listener))
-        uv_close((uv_handle_t *)&lp->listener, NULL);
-    for (conn_t *c = lp->conns, *next; c; c = next) {
-        next = c->next;
-        if (!c->busy && c->rp.state == RP_IDLE)
-            conn_close(c);
-        /* busy ones close after their response (write_response sets Connection: close) */
-    }
-}
-
-static void on_deadline(uv_timer_t *t)
+/* Shutdown: stop accepting, then every 20 ms close the connections that have gone idle, until none
+ * is left or the grace period is over, when the rest are closed as they are. */
+static void drain_tick(uv_timer_t *t)
 {
     loop_ctx_t *lp = t->data;
-    if (lp->conns && lp->nconns)
+    bool deadline = uv_now(&lp->loop) - lp->stop_started >= (uint64_t)cfg->shutdown_timeout_ms;
+    if (deadline && lp->nconns)
         log_warn("shutdown: closing %d connections still open after the grace period", lp->nconns);
     for (conn_t *c = lp->conns, *next; c; c = next) {
         next = c->next;
-        conn_close(c);
-    }
-    uv_close((uv_handle_t *)&lp->deadline, NULL);
-}
-
-static void on_check_drained(uv_timer_t *t);
-
-static void on_stop(uv_async_t *a)
-{
-    loop_ctx_t *lp = a->data;
-    close_listener_and_idle(lp);
-    uv_close((uv_handle_t *)&lp->stop, NULL);
-    lp->deadline.data = lp;
-    lp->stop_started = uv_now(&lp->loop);
-    uv_timer_start(&lp->deadline, on_check_drained, 20, 20);
-}
-
-/* Polls until every connection is gone or the grace period ends. */
-static void on_check_drained(uv_timer_t *t)
-{
-    loop_ctx_t *lp = t->data;
-    /* connections that turned idle since the stop are closed now */
-    for (conn_t *c = lp->conns, *next; c; c = next) {
-        next = c->next;
-        if (!c->busy && c->rp.state == RP_IDLE)
-            conn_close(c);
+        if (deadline || (!c->busy && c->rp.state == RP_IDLE))
+            conn_close(c); /* busy ones get Connection: close on their response (write_response) */
     }
     if (!lp->conns) {
         uv_timer_stop(t);
         uv_close((uv_handle_t *)t, NULL);
-        return;
     }
-    if (uv_now(&lp->loop) - lp->stop_started >= (uint64_t)cfg->shutdown_timeout_ms) {
-        uv_timer_stop(t);
-        on_deadline(t);
-    }
+}
+
+static void on_stop(uv_async_t *a)
+{
+    loop_ctx_t *lp = a->data;
+    lp->stopping = true;
+    uv_close((uv_handle_t *)&lp->listener, NULL);
+    uv_close((uv_handle_t *)&lp->stop, NULL);
+    lp->stop_started = uv_now(&lp->loop);
+    drain_tick(&lp->deadline);
+    if (!uv_is_closing((uv_handle_t *)&lp->deadline))
+        uv_timer_start(&lp->deadline, drain_tick, 20, 20);
 }
 
 static int listen_socket(const char *host, int port, bool reuseport, char *why, size_t whylen)
