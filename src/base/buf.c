@@ -41,13 +41,6 @@ void buf_append(buf_t *b, const void *p, size_t n)
 
 void buf_puts(buf_t *b, const char *s) { buf_append(b, s, strlen(s)); }
 
-void buf_putc(buf_t *b, char c)
-{
-    buf_reserve(b, 1);
-    b->data[b->len++] = c;
-    b->data[b->len] = '\0';
-}
-
 void buf_vprintf(buf_t *b, const char *fmt, va_list ap)
 {
     va_list ap2;

@@ -22,10 +22,18 @@ void buf_reset(buf_t *b);                 /* len = 0, memory kept */
 void buf_reserve(buf_t *b, size_t extra); /* room for `extra` more bytes plus a NUL */
 void buf_append(buf_t *b, const void *p, size_t n);
 void buf_puts(buf_t *b, const char *s);
-void buf_putc(buf_t *b, char c);
 void buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_vprintf(buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 void buf_consume(buf_t *b, size_t n); /* drop the first n bytes */
 char *buf_cstr(buf_t *b);             /* NUL-terminated view of the contents */
+
+/* One byte: inline, for the JSON writer's inner loops. */
+static inline void buf_putc(buf_t *b, char c)
+{
+    if (b->len + 2 > b->cap)
+        buf_reserve(b, 1);
+    b->data[b->len++] = c;
+    b->data[b->len] = '\0';
+}
 
 #endif

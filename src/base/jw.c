@@ -88,10 +88,29 @@ void jw_str(jw_t *w, const char *s)
     jw_strn(w, s, strlen(s));
 }
 
+/* Decimal digits of v into the end of tmp; returns the first digit. */
+static char *u64_digits(uint64_t v, char *end)
+{
+    char *p = end;
+    do
+        *--p = (char)('0' + v % 10);
+    while (v /= 10);
+    return p;
+}
+
+static void put_i64(buf_t *out, int64_t v)
+{
+    char tmp[24], *end = tmp + sizeof tmp;
+    char *p = u64_digits(v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, end);
+    if (v < 0)
+        *--p = '-';
+    buf_append(out, p, (size_t)(end - p));
+}
+
 void jw_int(jw_t *w, int64_t v)
 {
     sep(w);
-    buf_printf(w->out, "%lld", (long long)v);
+    put_i64(w->out, v);
 }
 
 void jw_double(jw_t *w, double v)
@@ -101,12 +120,39 @@ void jw_double(jw_t *w, double v)
         buf_puts(w->out, "null");
         return;
     }
-    char tmp[32];
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(tmp, sizeof tmp, "%.*g", prec, v);
-        if (strtod(tmp, NULL) == v)
-            break;
+    if (v == (double)(int64_t)v && fabs(v) < 1e15) { /* whole numbers, the common case */
+        put_i64(w->out, (int64_t)v);
+        return;
     }
+    /* up to six decimals (coordinates, ratings): the integer of v * 10^6 over 10^6 is, like
+     * strtod of its decimal form, the double nearest that rational, so it reads back as v */
+    if (fabs(v) < 1e9) {
+        double scaled = v * 1e6;
+        int64_t r = (int64_t)(scaled < 0 ? scaled - 0.5 : scaled + 0.5);
+        if ((double)r / 1e6 == v) {
+            uint64_t a = r < 0 ? (uint64_t)0 - (uint64_t)r : (uint64_t)r;
+            char tmp[40], *end = tmp + sizeof tmp, *p = end;
+            unsigned frac = (unsigned)(a % 1000000);
+            int digits = 6;
+            while (frac && frac % 10 == 0)
+                frac /= 10, digits--;
+            if (frac) {
+                for (int i = 0; i < digits; i++, frac /= 10)
+                    *--p = (char)('0' + frac % 10);
+                *--p = '.';
+            }
+            p = u64_digits(a / 1000000, p);
+            if (r < 0)
+                *--p = '-';
+            buf_append(w->out, p, (size_t)(end - p));
+            return;
+        }
+    }
+    /* otherwise the shorter of 15 or 17 significant digits that reads back as the same double */
+    char tmp[32];
+    snprintf(tmp, sizeof tmp, "%.15g", v);
+    if (strtod(tmp, NULL) != v)
+        snprintf(tmp, sizeof tmp, "%.17g", v);
     buf_puts(w->out, tmp);
 }
 
@@ -114,14 +160,18 @@ void jw_money(jw_t *w, int64_t cents)
 {
     sep(w);
     uint64_t a = cents < 0 ? (uint64_t)0 - (uint64_t)cents : (uint64_t)cents;
-    if (a % 100 == 0)
-        buf_printf(w->out, "%s%llu", cents < 0 ? "-" : "", (unsigned long long)(a / 100));
-    else if (a % 10 == 0)
-        buf_printf(w->out, "%s%llu.%llu", cents < 0 ? "-" : "", (unsigned long long)(a / 100),
-                   (unsigned long long)(a % 100 / 10));
-    else
-        buf_printf(w->out, "%s%llu.%02llu", cents < 0 ? "-" : "", (unsigned long long)(a / 100),
-                   (unsigned long long)(a % 100));
+    char tmp[32], *end = tmp + sizeof tmp, *p = end;
+    unsigned frac = (unsigned)(a % 100);
+    if (frac % 10)
+        *--p = (char)('0' + frac % 10);
+    if (frac) {
+        *--p = (char)('0' + frac / 10);
+        *--p = '.';
+    }
+    p = u64_digits(a / 100, p);
+    if (cents < 0)
+        *--p = '-';
+    buf_append(w->out, p, (size_t)(end - p));
 }
 
 void jw_bool(jw_t *w, bool v)
@@ -145,15 +195,36 @@ void jw_raw(jw_t *w, const char *json, size_t n)
 void jw_time(jw_t *w, int64_t unix_us)
 {
     sep(w);
-    time_t secs = (time_t)(unix_us / 1000000);
+    int64_t secs = unix_us / 1000000, us = unix_us % 1000000;
+    if (us < 0)
+        us += 1000000, secs--;
+    time_t t = (time_t)secs;
     struct tm tm;
-    gmtime_r(&secs, &tm);
-    char tmp[48];
-    size_t n = strftime(tmp, sizeof tmp, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(tmp + n, sizeof tmp - n, ".%06lldZ", (long long)(unix_us % 1000000));
-    buf_putc(w->out, '"');
-    buf_puts(w->out, tmp);
-    buf_putc(w->out, '"');
+    gmtime_r(&t, &tm);
+    /* "YYYY-MM-DDTHH:MM:SS.ffffffZ", written by hand: strftime and printf dominate a list otherwise */
+    char s[32];
+    int year = tm.tm_year + 1900;
+    int fields[] = {tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec};
+    const char seps[] = "-T::";
+    char *p = s;
+    *p++ = '"';
+    for (int i = 3; i >= 0; i--, year /= 10)
+        p[i] = (char)('0' + year % 10);
+    p += 4;
+    *p++ = '-';
+    for (int i = 0; i < 5; i++) {
+        *p++ = (char)('0' + fields[i] / 10);
+        *p++ = (char)('0' + fields[i] % 10);
+        if (i < 4)
+            *p++ = seps[i];
+    }
+    *p++ = '.';
+    for (int i = 5; i >= 0; i--, us /= 10)
+        p[i] = (char)('0' + us % 10);
+    p += 6;
+    *p++ = 'Z';
+    *p++ = '"';
+    buf_append(w->out, s, (size_t)(p - s));
 }
 
 void jw_kstr(jw_t *w, const char *key, const char *s)

@@ -1,5 +1,6 @@
 /* serve: `hearth serve [--listen ADDR] [--demo]`: apply pending migrations, load the demo data
  * set into an empty database when asked, and serve HTTP until SIGTERM/SIGINT. */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,10 @@ int cmd_serve(int argc, char **argv)
     char nthreads[16];
     snprintf(nthreads, sizeof nthreads, "%d", cfg->workers);
     setenv("UV_THREADPOOL_SIZE", nthreads, 1);
+    /* responses are built in buffers of tens of KiB that come and go with each request: keep freed
+     * memory for reuse instead of returning it to the kernel and faulting it back in at once */
+    mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
+    mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
 
     store_t *s = cmd_open_store(cfg);
     if (!s)
