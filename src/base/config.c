@@ -144,7 +144,7 @@ bool config_load(config_t *c, char *why, size_t n)
     c->trusted_proxies = env_str("HEARTH_TRUSTED_PROXIES");
     if (c->trusted_proxies) {
         char reason[160];
-        if (!proxy_parse(c->trusted_proxies, c->proxies, &c->nproxies, reason, sizeof reason))
+        if (!cidr_parse_list(c->trusted_proxies, c->proxies, &c->nproxies, reason, sizeof reason))
             return fail(why, n, "HEARTH_TRUSTED_PROXIES", "a comma-separated list of IP addresses or CIDR networks", reason);
     }
 

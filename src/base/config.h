@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "log.h"
-#include "../net/proxy.h"
+#include "cidr.h"
 
 #define CONFIG_MAX_ORIGINS 32
 
@@ -35,7 +35,7 @@ typedef struct config {
     int max_connections;
     int cache_mb;     /* HEARTH_CACHE_MB: in-process response cache budget, 0 = off */
     int cache_ttl_ms; /* HEARTH_CACHE_TTL_MS */
-    proxy_net_t proxies[PROXY_MAX_NETS]; /* HEARTH_TRUSTED_PROXIES */
+    cidr_t proxies[CIDR_MAX_LIST]; /* HEARTH_TRUSTED_PROXIES */
     int nproxies;
 } config_t;
 
