@@ -20,6 +20,7 @@
 #include "../base/log.h"
 #include "../base/util.h"
 #include "store.h"
+#include "store_sql.h"
 
 #define STMT_CACHE 48
 #define BUSY_TIMEOUT_MS 5000
@@ -356,14 +357,8 @@ fail:
 
 /* Rows ---------------------------------------------------------------------------------------- */
 
-#define COLUMNS_WITH(features)                                                                              \
-    "p.id, p.title, p.description, p.price_cents, p.location, p.city, p.state, p.zip, p.latitude, "        \
-    "p.longitude, p.bedrooms, p.bathrooms, p.size_sqft, p.lot_size_sqft, p.year_built, p.amenities, "      \
-    "p.image_urls, p.school_rating, p.commute_time, p.property_type, p.status, " features ", p.source, "   \
-    "p.external_id, p.owner_id, p.version, p.created_at, p.updated_at"
-#define PROPERTY_COLUMNS COLUMNS_WITH("p.features")
-/* search results leave out the source features, the bulk of a row; see property_write_json */
-#define PROPERTY_LIST_COLUMNS COLUMNS_WITH("NULL")
+#define PROPERTY_COLUMNS STORE_COLUMNS
+
 
 static const char **json_list(const char *text, int *n, arena_t *a)
 {
@@ -735,146 +730,24 @@ static bool sq_property_upsert_batch(store_conn_t *cb, property_t *rows, int n, 
 
 /* Search -------------------------------------------------------------------------------------- */
 
-static const char *sort_expr(property_sort_t s, bool desc)
-{
-    switch (s) {
-    case SORT_PRICE: return "p.price_cents";
-    case SORT_SIZE_SQFT: return "p.size_sqft";
-    case SORT_BEDROOMS: return "p.bedrooms";
-    case SORT_YEAR_BUILT: return desc ? "coalesce(p.year_built, -1)" : "coalesce(p.year_built, 99999)";
-    case SORT_CREATED_AT:
-    default: return "p.created_at";
-    }
-}
-
-static bool isalnum_ascii(unsigned char ch)
-{
-    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z');
-}
-
-/* FTS5 query from free text: each word quoted (so no user text is FTS syntax), all required, the
- * last one as a prefix so that typing "victor" finds "Victorian". */
-static const char *fts_query(const char *q, arena_t *a)
-{
-    buf_t b;
-    buf_init(&b);
-    const unsigned char *s = (const unsigned char *)q;
-    while (*s) {
-        while (*s && *s < 0x80 && !isalnum_ascii(*s))
-            s++;
-        const unsigned char *start = s;
-        while (*s && (*s >= 0x80 || isalnum_ascii(*s)))
-            s++;
-        if (s > start) {
-            if (b.len)
-                buf_putc(&b, ' ');
-            buf_putc(&b, '"');
-            buf_append(&b, start, (size_t)(s - start));
-            buf_putc(&b, '"');
-        }
-    }
-    const char *out = NULL;
-    if (b.len) {
-        buf_putc(&b, '*');
-        out = arena_strdup(a, buf_cstr(&b));
-    }
-    buf_free(&b);
-    return out;
-}
-
 static bool sq_property_search(store_conn_t *cb, const property_query_t *q, arena_t *a, property_page_t *out, err_t *e)
 {
     sq_conn_t *c = (sq_conn_t *)cb;
     buf_t sql;
     buf_init(&sql);
-    buf_puts(&sql, "SELECT " PROPERTY_LIST_COLUMNS " FROM properties p WHERE 1");
-    /* bindings are collected first, then bound in order */
-    enum { B_INT, B_DBL, B_TXT } kinds[64];
-    int64_t ints[64];
-    double dbls[64];
-    const char *txts[64];
-    int nb = 0;
-#define BIND_I(v) (kinds[nb] = B_INT, ints[nb++] = (v))
-#define BIND_D(v) (kinds[nb] = B_DBL, dbls[nb++] = (v))
-#define BIND_T(v) (kinds[nb] = B_TXT, txts[nb++] = (v))
-#define HAS(f) (q->set & QF_BIT(f))
-    if (HAS(QF_MIN_PRICE))
-        buf_puts(&sql, " AND p.price_cents >= ?"), BIND_I(q->min_price);
-    if (HAS(QF_MAX_PRICE))
-        buf_puts(&sql, " AND p.price_cents <= ?"), BIND_I(q->max_price);
-    if (HAS(QF_MIN_BEDROOMS))
-        buf_puts(&sql, " AND p.bedrooms >= ?"), BIND_I(q->min_bedrooms);
-    if (HAS(QF_MIN_BATHROOMS))
-        buf_puts(&sql, " AND p.bathrooms >= ?"), BIND_D(q->min_bathrooms);
-    if (HAS(QF_MIN_SIZE))
-        buf_puts(&sql, " AND p.size_sqft >= ?"), BIND_I(q->min_size_sqft);
-    if (HAS(QF_MAX_SIZE))
-        buf_puts(&sql, " AND p.size_sqft <= ?"), BIND_I(q->max_size_sqft);
-    if (HAS(QF_CITY))
-        buf_puts(&sql, " AND p.city = ? COLLATE NOCASE"), BIND_T(q->city);
-    if (HAS(QF_LOCATION)) {
-        /* trigram index for needles of 3+ characters without LIKE wildcards; else a scan */
-        const char *loc = q->location;
-        size_t chars = 0; /* code points: the trigram index needs three characters, not bytes */
-        for (const unsigned char *u = (const unsigned char *)loc; *u; u++)
-            chars += (*u & 0xC0) != 0x80;
-        if (chars >= 3 && !strpbrk(loc, "%_")) {
-            buf_puts(&sql, " AND p.id IN (SELECT rowid FROM properties_location_trgm WHERE location LIKE ?)");
-            BIND_T(arena_printf(a, "%%%s%%", loc));
-        } else {
-            buf_puts(&sql, " AND instr(lower(p.location), lower(?)) > 0");
-            BIND_T(loc);
-        }
-    }
-    if (HAS(QF_TYPE)) {
-        buf_puts(&sql, " AND p.property_type IN (");
-        for (int i = 0; i < q->ntypes; i++) {
-            buf_puts(&sql, i ? ", ?" : "?");
-            BIND_T(q->types[i]);
-        }
-        buf_putc(&sql, ')');
-    }
-    if (HAS(QF_AMENITIES))
-        for (int i = 0; i < q->namenities; i++) {
-            buf_puts(&sql, " AND EXISTS (SELECT 1 FROM property_amenities am WHERE am.amenity = ? AND am.property_id = p.id)");
-            BIND_T(q->amenities[i]);
-        }
-    if (HAS(QF_MAX_COMMUTE))
-        buf_puts(&sql, " AND p.commute_time <= ?"), BIND_I(q->max_commute_time);
-    if (HAS(QF_MIN_SCHOOL))
-        buf_puts(&sql, " AND p.school_rating >= ?"), BIND_D(q->min_school_rating);
-    if (HAS(QF_STATUS))
-        buf_puts(&sql, " AND p.status = ?"), BIND_T(q->status);
-    if (HAS(QF_Q)) {
-        const char *m = fts_query(q->q, a);
-        if (m) {
-            buf_puts(&sql, " AND p.id IN (SELECT rowid FROM properties_fts WHERE properties_fts MATCH ?)");
-            BIND_T(m);
-        }
-    }
-#undef HAS
-    const char *key = sort_expr(q->sort, q->desc);
-    if (q->has_cursor) {
-        buf_printf(&sql, " AND (%s, p.id) %s (?, ?)", key, q->desc ? "<" : ">");
-        BIND_I(q->cursor_value);
-        BIND_I(q->cursor_id);
-    }
-    buf_printf(&sql, " ORDER BY %s %s, p.id %s LIMIT ?", key, q->desc ? "DESC" : "ASC", q->desc ? "DESC" : "ASC");
-    BIND_I(q->limit + 1);
-#undef BIND_I
-#undef BIND_D
-#undef BIND_T
+    sql_binds_t *binds = arena_alloc(a, sizeof *binds);
+    store_sql_search(SQL_SQLITE, q, a, &sql, binds);
     sqlite3_stmt *st = stmt_get(c, buf_cstr(&sql), e);
     buf_free(&sql);
     if (!st)
         return false;
-    for (int i = 0; i < nb; i++) {
-        if (kinds[i] == B_INT)
-            sqlite3_bind_int64(st, i + 1, ints[i]);
-        else if (kinds[i] == B_DBL)
-            sqlite3_bind_double(st, i + 1, dbls[i]);
+    for (int i = 0; i < binds->n; i++) {
+        if (binds->kind[i] == BIND_INT)
+            sqlite3_bind_int64(st, i + 1, binds->i[i]);
+        else if (binds->kind[i] == BIND_DOUBLE)
+            sqlite3_bind_double(st, i + 1, binds->d[i]);
         else
-            sqlite3_bind_text(st, i + 1, txts[i], -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, i + 1, binds->t[i], -1, SQLITE_STATIC);
     }
     out->items = arena_alloc(a, sizeof(property_t) * (size_t)(q->limit + 1));
     out->n = 0;

@@ -1,0 +1,186 @@
+/* store_sql: the search SQL for both dialects; see store_sql.h. */
+#include "store_sql.h"
+
+#include <string.h>
+
+typedef struct builder {
+    sql_dialect_t d;
+    buf_t *sql;
+    sql_binds_t *b;
+} builder_t;
+
+/* Appends a placeholder for the next binding. */
+static void ph(builder_t *s)
+{
+    if (s->d == SQL_POSTGRES)
+        buf_printf(s->sql, "$%d", s->b->n + 1);
+    else
+        buf_putc(s->sql, '?');
+}
+
+static void bind_i(builder_t *s, const char *before, int64_t v, const char *after)
+{
+    buf_puts(s->sql, before);
+    ph(s);
+    buf_puts(s->sql, after);
+    s->b->kind[s->b->n] = BIND_INT;
+    s->b->i[s->b->n++] = v;
+}
+
+static void bind_d(builder_t *s, const char *before, double v, const char *after)
+{
+    buf_puts(s->sql, before);
+    ph(s);
+    buf_puts(s->sql, after);
+    s->b->kind[s->b->n] = BIND_DOUBLE;
+    s->b->d[s->b->n++] = v;
+}
+
+static void bind_t(builder_t *s, const char *before, const char *v, const char *after)
+{
+    buf_puts(s->sql, before);
+    ph(s);
+    buf_puts(s->sql, after);
+    s->b->kind[s->b->n] = BIND_TEXT;
+    s->b->t[s->b->n++] = v;
+}
+
+static bool word_byte(unsigned char ch)
+{
+    return ch >= 0x80 || (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z');
+}
+
+/* A full-text query from free text: every word required, the last one as a prefix ("victor" finds
+ * "Victorian"), each quoted so that no user text is query syntax. NULL when there is no word. */
+static const char *fts_query(sql_dialect_t d, const char *q, arena_t *a)
+{
+    buf_t b;
+    buf_init(&b);
+    const unsigned char *s = (const unsigned char *)q;
+    while (*s) {
+        while (*s && !word_byte(*s))
+            s++;
+        const unsigned char *start = s;
+        while (*s && word_byte(*s))
+            s++;
+        if (s == start)
+            continue;
+        if (b.len)
+            buf_puts(&b, d == SQL_POSTGRES ? " & " : " ");
+        char quote = d == SQL_POSTGRES ? '\'' : '"';
+        buf_putc(&b, quote);
+        buf_append(&b, start, (size_t)(s - start));
+        buf_putc(&b, quote);
+    }
+    const char *out = NULL;
+    if (b.len) {
+        buf_puts(&b, d == SQL_POSTGRES ? ":*" : "*");
+        out = arena_strdup(a, buf_cstr(&b));
+    }
+    buf_free(&b);
+    return out;
+}
+
+/* "%needle%" for LIKE, with the wildcards of the needle escaped by backslash. */
+static const char *like_pattern(const char *s, arena_t *a)
+{
+    char *out = arena_alloc(a, strlen(s) * 2 + 3), *p = out;
+    *p++ = '%';
+    for (; *s; s++) {
+        if (*s == '%' || *s == '_' || *s == '\\')
+            *p++ = '\\';
+        *p++ = *s;
+    }
+    *p++ = '%';
+    *p = '\0';
+    return out;
+}
+
+static size_t code_points(const char *s)
+{
+    size_t n = 0;
+    for (const unsigned char *u = (const unsigned char *)s; *u; u++)
+        n += (*u & 0xC0) != 0x80;
+    return n;
+}
+
+static const char *sort_expr(property_sort_t s, bool desc)
+{
+    switch (s) {
+    case SORT_PRICE: return "p.price_cents";
+    case SORT_SIZE_SQFT: return "p.size_sqft";
+    case SORT_BEDROOMS: return "p.bedrooms";
+    case SORT_YEAR_BUILT: return desc ? "coalesce(p.year_built, -1)" : "coalesce(p.year_built, 99999)";
+    case SORT_CREATED_AT:
+    default: return "p.created_at";
+    }
+}
+
+void store_sql_search(sql_dialect_t d, const property_query_t *q, arena_t *a, buf_t *sql, sql_binds_t *b)
+{
+    builder_t s = {d, sql, b};
+    b->n = 0;
+    buf_puts(sql, "SELECT " STORE_LIST_COLUMNS " FROM properties p WHERE true");
+#define HAS(f) (q->set & QF_BIT(f))
+    if (HAS(QF_MIN_PRICE))
+        bind_i(&s, " AND p.price_cents >= ", q->min_price, "");
+    if (HAS(QF_MAX_PRICE))
+        bind_i(&s, " AND p.price_cents <= ", q->max_price, "");
+    if (HAS(QF_MIN_BEDROOMS))
+        bind_i(&s, " AND p.bedrooms >= ", q->min_bedrooms, "");
+    if (HAS(QF_MIN_BATHROOMS))
+        bind_d(&s, " AND p.bathrooms >= ", q->min_bathrooms, "");
+    if (HAS(QF_MIN_SIZE))
+        bind_i(&s, " AND p.size_sqft >= ", q->min_size_sqft, "");
+    if (HAS(QF_MAX_SIZE))
+        bind_i(&s, " AND p.size_sqft <= ", q->max_size_sqft, "");
+    if (HAS(QF_CITY)) {
+        if (d == SQL_POSTGRES)
+            bind_t(&s, " AND lower(p.city) = lower(", q->city, ")");
+        else
+            bind_t(&s, " AND p.city = ", q->city, " COLLATE NOCASE");
+    }
+    if (HAS(QF_LOCATION)) {
+        if (d == SQL_POSTGRES) /* pg_trgm's GIN index serves ILIKE */
+            bind_t(&s, " AND p.location ILIKE ", like_pattern(q->location, a), " ESCAPE '\\'");
+        else if (code_points(q->location) >= 3 && !strpbrk(q->location, "%_"))
+            /* the trigram index needs three characters; shorter needles scan */
+            bind_t(&s, " AND p.id IN (SELECT rowid FROM properties_location_trgm WHERE location LIKE ",
+                   arena_printf(a, "%%%s%%", q->location), ")");
+        else
+            bind_t(&s, " AND instr(lower(p.location), lower(", q->location, ")) > 0");
+    }
+    if (HAS(QF_TYPE)) {
+        buf_puts(sql, " AND p.property_type IN (");
+        for (int i = 0; i < q->ntypes; i++)
+            bind_t(&s, i ? ", " : "", q->types[i], "");
+        buf_putc(sql, ')');
+    }
+    if (HAS(QF_AMENITIES))
+        for (int i = 0; i < q->namenities; i++)
+            bind_t(&s, " AND EXISTS (SELECT 1 FROM property_amenities am WHERE am.amenity = ", q->amenities[i],
+                   " AND am.property_id = p.id)");
+    if (HAS(QF_MAX_COMMUTE))
+        bind_i(&s, " AND p.commute_time <= ", q->max_commute_time, "");
+    if (HAS(QF_MIN_SCHOOL))
+        bind_d(&s, " AND p.school_rating >= ", q->min_school_rating, "");
+    if (HAS(QF_STATUS))
+        bind_t(&s, " AND p.status = ", q->status, "");
+    if (HAS(QF_Q)) {
+        const char *m = fts_query(d, q->q, a);
+        if (m && d == SQL_POSTGRES)
+            bind_t(&s, " AND p.search @@ to_tsquery('simple', ", m, ")");
+        else if (m)
+            bind_t(&s, " AND p.id IN (SELECT rowid FROM properties_fts WHERE properties_fts MATCH ", m, ")");
+    }
+#undef HAS
+    const char *key = sort_expr(q->sort, q->desc);
+    if (q->has_cursor) {
+        buf_printf(sql, " AND (%s, p.id) %s (", key, q->desc ? "<" : ">");
+        bind_i(&s, "", q->cursor_value, ", ");
+        bind_i(&s, "", q->cursor_id, ")");
+    }
+    const char *dir = q->desc ? "DESC" : "ASC";
+    buf_printf(sql, " ORDER BY %s %s, p.id %s", key, dir, dir);
+    bind_i(&s, " LIMIT ", q->limit + 1, "");
+}

@@ -1,0 +1,42 @@
+/* store_sql: SQL shared by the SQL store backends. The property search is built here once, from
+ * the filters given, for either dialect: the two differ only in placeholders ($n or ?), how a
+ * case-insensitive city match, a location substring and a full-text match are spelled. Values
+ * are never spliced into the SQL: each becomes a placeholder and a binding. */
+#ifndef HEARTH_STORE_SQL_H
+#define HEARTH_STORE_SQL_H
+
+#include <stdint.h>
+
+#include "../base/arena.h"
+#include "../base/buf.h"
+#include "../domain/property.h"
+
+typedef enum { SQL_SQLITE, SQL_POSTGRES } sql_dialect_t;
+
+typedef enum { BIND_INT, BIND_DOUBLE, BIND_TEXT } bind_kind_t;
+
+#define SQL_MAX_BINDS 64
+
+typedef struct sql_binds {
+    int n;
+    bind_kind_t kind[SQL_MAX_BINDS];
+    int64_t i[SQL_MAX_BINDS];
+    double d[SQL_MAX_BINDS];
+    const char *t[SQL_MAX_BINDS];
+} sql_binds_t;
+
+/* The columns of a property row, in the order both backends read them; the list form reads NULL in
+ * place of the source features (list items leave them out). */
+#define STORE_COLUMNS_WITH(features)                                                                        \
+    "p.id, p.title, p.description, p.price_cents, p.location, p.city, p.state, p.zip, p.latitude, "        \
+    "p.longitude, p.bedrooms, p.bathrooms, p.size_sqft, p.lot_size_sqft, p.year_built, p.amenities, "      \
+    "p.image_urls, p.school_rating, p.commute_time, p.property_type, p.status, " features ", p.source, "   \
+    "p.external_id, p.owner_id, p.version, p.created_at, p.updated_at"
+#define STORE_COLUMNS STORE_COLUMNS_WITH("p.features")
+#define STORE_LIST_COLUMNS STORE_COLUMNS_WITH("NULL")
+
+/* Builds the search for `q` (LIMIT q->limit + 1, to know whether there is a next page) into `sql`
+ * and its values into `b`. Strings made for bindings live in `a`. */
+void store_sql_search(sql_dialect_t d, const property_query_t *q, arena_t *a, buf_t *sql, sql_binds_t *b);
+
+#endif
