@@ -7,6 +7,5 @@ store_t *store_open(const config_t *cfg, err_t *e)
 {
     if (config_is_sqlite(cfg))
         return store_sqlite_open(config_sqlite_path(cfg), cfg->db_pool, e);
-    err_set(e, ERR_UNAVAILABLE, "DATABASE_URL: the PostgreSQL backend is not available in this build");
-    return NULL;
+    return store_postgres_open(cfg->database_url, cfg->db_pool, e);
 }

@@ -63,5 +63,7 @@ struct store_conn {
 /* Opens the backend that cfg->database_url names. */
 store_t *store_open(const config_t *cfg, err_t *e);
 store_t *store_sqlite_open(const char *path, int pool_size, err_t *e);
+/* `url` is a libpq connection URI (postgres://user@host:port/db?...) */
+store_t *store_postgres_open(const char *url, int pool_size, err_t *e);
 
 #endif

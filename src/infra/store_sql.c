@@ -1,7 +1,10 @@
 /* store_sql: the search SQL for both dialects; see store_sql.h. */
 #include "store_sql.h"
 
+#include <jansson.h>
 #include <string.h>
+
+#include "../base/jw.h"
 
 typedef struct builder {
     sql_dialect_t d;
@@ -184,3 +187,45 @@ void store_sql_search(sql_dialect_t d, const property_query_t *q, arena_t *a, bu
     buf_printf(sql, " ORDER BY %s %s, p.id %s", key, dir, dir);
     bind_i(&s, " LIMIT ", q->limit + 1, "");
 }
+
+const char **store_json_list(const char *text, int *n, arena_t *a)
+{
+    *n = 0;
+    if (!text || strcmp(text, "[]") == 0)
+        return NULL;
+    json_t *arr = json_loads(text, 0, NULL);
+    size_t len = json_array_size(arr);
+    const char **out = arena_alloc(a, (len ? len : 1) * sizeof *out);
+    for (size_t i = 0; i < len; i++) {
+        json_t *it = json_array_get(arr, i);
+        if (json_is_string(it))
+            out[(*n)++] = arena_strndup(a, json_string_value(it), json_string_length(it));
+    }
+    json_decref(arr);
+    return out;
+}
+
+char *store_list_json(const char **items, int n)
+{
+    buf_t b;
+    buf_init(&b);
+    jw_t w;
+    jw_init(&w, &b);
+    jw_arr_begin(&w);
+    for (int i = 0; i < n; i++)
+        jw_str(&w, items[i]);
+    jw_arr_end(&w);
+    return buf_cstr(&b); /* caller frees */
+}
+
+/* The content of a row as JSON without identity, version and times: equal strings mean an
+ * import row changes nothing. */
+void store_content_key(const property_t *p, buf_t *out)
+{
+    property_t q = *p;
+    q.id = 0, q.version = 0, q.created_at = 0, q.updated_at = 0, q.owner_id = 0;
+    jw_t w;
+    jw_init(&w, out);
+    property_write_json(&w, &q, true);
+}
+

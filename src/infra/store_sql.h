@@ -39,4 +39,12 @@ typedef struct sql_binds {
  * and its values into `b`. Strings made for bindings live in `a`. */
 void store_sql_search(sql_dialect_t d, const property_query_t *q, arena_t *a, buf_t *sql, sql_binds_t *b);
 
+/* A JSON array of strings (as stored) into arena strings; NULL and 0 for "[]". */
+const char **store_json_list(const char *text, int *n, arena_t *a);
+/* Strings as a JSON array; the caller frees the result. */
+char *store_list_json(const char **items, int n);
+/* The content of a row as JSON without identity, version, owner and times: equal strings mean an
+ * import row changes nothing. */
+void store_content_key(const property_t *p, buf_t *out);
+
 #endif

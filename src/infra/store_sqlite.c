@@ -360,23 +360,6 @@ fail:
 #define PROPERTY_COLUMNS STORE_COLUMNS
 
 
-static const char **json_list(const char *text, int *n, arena_t *a)
-{
-    *n = 0;
-    if (!text || strcmp(text, "[]") == 0)
-        return NULL;
-    json_t *arr = json_loads(text, 0, NULL);
-    size_t len = json_array_size(arr);
-    const char **out = arena_alloc(a, (len ? len : 1) * sizeof *out);
-    for (size_t i = 0; i < len; i++) {
-        json_t *it = json_array_get(arr, i);
-        if (json_is_string(it))
-            out[(*n)++] = arena_strndup(a, json_string_value(it), json_string_length(it));
-    }
-    json_decref(arr);
-    return out;
-}
-
 static void row_read(sqlite3_stmt *st, property_t *p, arena_t *a)
 {
     property_init(p);
@@ -408,9 +391,9 @@ static void row_read(sqlite3_stmt *st, property_t *p, arena_t *a)
     OPT_NUM(size_sqft, PF_SIZE_SQFT, sqlite3_column_int);
     OPT_NUM(lot_size_sqft, PF_LOT_SIZE_SQFT, sqlite3_column_int);
     OPT_NUM(year_built, PF_YEAR_BUILT, sqlite3_column_int);
-    p->amenities = json_list((const char *)sqlite3_column_text(st, i++), &p->namenities, a);
+    p->amenities = store_json_list((const char *)sqlite3_column_text(st, i++), &p->namenities, a);
     p->set |= PF_BIT(PF_AMENITIES);
-    p->image_urls = json_list((const char *)sqlite3_column_text(st, i++), &p->nimage_urls, a);
+    p->image_urls = store_json_list((const char *)sqlite3_column_text(st, i++), &p->nimage_urls, a);
     p->set |= PF_BIT(PF_IMAGE_URLS);
     OPT_NUM(school_rating, PF_SCHOOL_RATING, sqlite3_column_double);
     OPT_NUM(commute_time, PF_COMMUTE_TIME, sqlite3_column_int);
@@ -425,19 +408,6 @@ static void row_read(sqlite3_stmt *st, property_t *p, arena_t *a)
     p->updated_at = sqlite3_column_int64(st, i++);
 #undef OPT_TEXT
 #undef OPT_NUM
-}
-
-static char *list_json(const char **items, int n)
-{
-    buf_t b;
-    buf_init(&b);
-    jw_t w;
-    jw_init(&w, &b);
-    jw_arr_begin(&w);
-    for (int i = 0; i < n; i++)
-        jw_str(&w, items[i]);
-    jw_arr_end(&w);
-    return buf_cstr(&b); /* caller frees */
 }
 
 /* Binds every content column of `p` as ?1..?23 in the order of the INSERT/UPDATE statements
@@ -464,8 +434,8 @@ static void bind_content(sqlite3_stmt *st, const property_t *p, char **amen, cha
     i++;
     if (SET(PF_YEAR_BUILT)) sqlite3_bind_int(st, i, p->year_built); else sqlite3_bind_null(st, i);
     i++;
-    *amen = list_json(p->amenities, p->namenities);
-    *imgs = list_json(p->image_urls, p->nimage_urls);
+    *amen = store_list_json(p->amenities, p->namenities);
+    *imgs = store_list_json(p->image_urls, p->nimage_urls);
     sqlite3_bind_text(st, i++, *amen, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, i++, *imgs, -1, SQLITE_STATIC);
     if (SET(PF_SCHOOL_RATING)) sqlite3_bind_double(st, i, p->school_rating); else sqlite3_bind_null(st, i);
@@ -664,17 +634,6 @@ static bool sq_property_count(store_conn_t *cb, int64_t *out, err_t *e)
     return true;
 }
 
-/* The content of a row as JSON without identity, version and times: equal strings mean an
- * import row changes nothing. */
-static void content_key(const property_t *p, buf_t *out)
-{
-    property_t q = *p;
-    q.id = 0, q.version = 0, q.created_at = 0, q.updated_at = 0, q.owner_id = 0;
-    jw_t w;
-    jw_init(&w, out);
-    property_write_json(&w, &q, true);
-}
-
 static bool sq_property_upsert_batch(store_conn_t *cb, property_t *rows, int n, upsert_result_t *results, err_t *e)
 {
     sq_conn_t *c = (sq_conn_t *)cb;
@@ -697,8 +656,8 @@ static bool sq_property_upsert_batch(store_conn_t *cb, property_t *rows, int n, 
             row_read(st, &old, &a);
             sqlite3_reset(st);
             buf_reset(&k1), buf_reset(&k2);
-            content_key(&old, &k1);
-            content_key(p, &k2);
+            store_content_key(&old, &k1);
+            store_content_key(p, &k2);
             p->id = old.id;
             p->created_at = old.created_at;
             p->updated_at = old.updated_at;

@@ -39,6 +39,26 @@ def free_port():
     return port
 
 
+# HEARTH_TEST_PG: the URL of a PostgreSQL database the suite may create databases beside (set by
+# `make test` from scripts/services.sh). When set, every data directory gets its own fresh
+# database, so each server and the CLI commands run against it see exactly what they would see
+# with SQLite in that directory.
+TEST_PG = os.environ.get("HEARTH_TEST_PG")
+BACKEND = "postgres" if TEST_PG else "sqlite"
+_pg_databases = {}
+
+
+def pg_database_for(data_dir):
+    name = _pg_databases.get(data_dir)
+    if name is None:
+        name = "t_%d_%d" % (os.getpid(), len(_pg_databases))
+        subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", TEST_PG, "-c", "CREATE DATABASE %s" % name],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+        _pg_databases[data_dir] = name
+    base, _, query = TEST_PG.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + name + ("?" + query if query else "")
+
+
 def base_env(data_dir, extra=None):
     env = dict(os.environ)
     # never inherit settings of a developer's shell that would change what we test
@@ -49,6 +69,8 @@ def base_env(data_dir, extra=None):
             del env[k]
     env["HEARTH_DATA_DIR"] = data_dir
     env["HEARTH_LOG_LEVEL"] = "warn"
+    if TEST_PG:
+        env["DATABASE_URL"] = pg_database_for(data_dir)
     if extra:
         for k, v in extra.items():
             if v is None:

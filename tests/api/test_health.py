@@ -28,7 +28,7 @@ class HealthTest(ServerTestCase):
         self.assertEqual(r.json["status"], "ok")
         self.assertIsInstance(r.json["version"], str)
         self.assertTrue(r.json["version"])
-        self.assertEqual(r.json["database"], "sqlite")
+        self.assertEqual(r.json["database"], harness.BACKEND)
 
     def test_head_on_get_routes(self):
         for path in ("/health/live", "/health/ready", "/api/health", "/openapi.json",

@@ -1,0 +1,755 @@
+/* store_postgres: the PostgreSQL backend of the store (libpq), chosen by DATABASE_URL=postgres://.
+ *
+ * The same schema and, through store_sql.c, the same search SQL as the SQLite backend, so both
+ * behave alike. A fixed pool of connections is handed out under a mutex with a bounded wait; each
+ * connection prepares a statement once per SQL text and keeps it (an LRU of names). A connection
+ * found broken (the server restarted, the network dropped) is reconnected when it is next acquired;
+ * while the server is down, acquire fails at once with ERR_UNAVAILABLE, which clients see as a 503.
+ * Every statement runs under a statement timeout and every connect under a connect timeout. */
+#include <errno.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../base/buf.h"
+#include "../base/embed.h"
+#include "../base/log.h"
+#include "../base/util.h"
+#include "store.h"
+#include "store_sql.h"
+
+#define STMT_CACHE 48
+#define CONNECT_TIMEOUT_S "2"
+#define STATEMENT_TIMEOUT "-c statement_timeout=5000 -c idle_in_transaction_session_timeout=10000"
+#define MIGRATION_LOCK 7236100301 /* pg_advisory_lock key: one migrator at a time */
+
+typedef struct pg_stmt {
+    char *sql;
+    char name[16];
+    uint64_t last_used;
+} pg_stmt_t;
+
+typedef struct pg_conn {
+    store_conn_t base;
+    PGconn *db;
+    pg_stmt_t cache[STMT_CACHE];
+    int next_name;
+    uint64_t tick;
+    bool busy;
+} pg_conn_t;
+
+typedef struct pg_store {
+    store_t base;
+    char *url;
+    int size;
+    pg_conn_t *conns;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int in_use;
+    uint64_t acquires, waits, timeouts;
+} pg_store_t;
+
+static const store_ops_t postgres_ops;
+
+/* Connections --------------------------------------------------------------------------------- */
+
+static void stmt_cache_clear(pg_conn_t *c)
+{
+    for (int i = 0; i < STMT_CACHE; i++) {
+        free(c->cache[i].sql);
+        c->cache[i].sql = NULL;
+    }
+}
+
+/* NOTICEs ("extension already exists, skipping") are not errors and not for the log. */
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg, (void)message;
+}
+
+static bool conn_connect(pg_store_t *s, pg_conn_t *c, err_t *e)
+{
+    if (c->db)
+        PQfinish(c->db);
+    stmt_cache_clear(c);
+    const char *keys[] = {"dbname", "connect_timeout", "options", "application_name", NULL};
+    const char *vals[] = {s->url, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT, "hearth", NULL};
+    c->db = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(c->db) != CONNECTION_OK) {
+        const char *msg = c->db ? PQerrorMessage(c->db) : "out of memory";
+        char line[256];
+        snprintf(line, sizeof line, "%s", msg);
+        line[strcspn(line, "\n")] = '\0';
+        err_set(e, ERR_UNAVAILABLE, "the database is unavailable: %s", line);
+        PQfinish(c->db);
+        c->db = NULL;
+        return false;
+    }
+    PQsetNoticeProcessor(c->db, ignore_notice, NULL);
+    return true;
+}
+
+store_t *store_postgres_open(const char *url, int pool_size, err_t *e)
+{
+    pg_store_t *s = calloc(1, sizeof *s);
+    s->base.ops = &postgres_ops;
+    s->url = strdup(url);
+    s->size = pool_size;
+    s->conns = calloc((size_t)pool_size, sizeof *s->conns);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    for (int i = 0; i < pool_size; i++)
+        s->conns[i].base.store = &s->base;
+    /* one connection now, so a wrong URL or a server that is down stops start-up with its reason;
+     * the others connect when first used */
+    if (!conn_connect(s, &s->conns[0], e)) {
+        free(s->conns);
+        free(s->url);
+        free(s);
+        return NULL;
+    }
+    return &s->base;
+}
+
+static void pg_close(store_t *base)
+{
+    pg_store_t *s = (pg_store_t *)base;
+    for (int i = 0; i < s->size; i++) {
+        stmt_cache_clear(&s->conns[i]);
+        if (s->conns[i].db)
+            PQfinish(s->conns[i].db);
+    }
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s->conns);
+    free(s->url);
+    free(s);
+}
+
+static void pool_put(pg_store_t *s, pg_conn_t *c)
+{
+    pthread_mutex_lock(&s->mu);
+    c->busy = false;
+    s->in_use--;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static store_conn_t *pg_acquire(store_t *base, int timeout_ms, err_t *e)
+{
+    pg_store_t *s = (pg_store_t *)base;
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L)
+        deadline.tv_sec++, deadline.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&s->mu);
+    s->acquires++;
+    bool waited = false;
+    while (s->in_use == s->size) {
+        if (!waited)
+            s->waits++, waited = true;
+        if (pthread_cond_timedwait(&s->cv, &s->mu, &deadline) == ETIMEDOUT && s->in_use == s->size) {
+            s->timeouts++;
+            pthread_mutex_unlock(&s->mu);
+            err_set(e, ERR_UNAVAILABLE, "all database connections are busy, try again");
+            return NULL;
+        }
+    }
+    pg_conn_t *c = NULL;
+    for (int i = 0; i < s->size && !c; i++)
+        if (!s->conns[i].busy)
+            c = &s->conns[i];
+    c->busy = true;
+    s->in_use++;
+    pthread_mutex_unlock(&s->mu);
+    if ((!c->db || PQstatus(c->db) != CONNECTION_OK) && !conn_connect(s, c, e)) {
+        pool_put(s, c);
+        return NULL;
+    }
+    return &c->base;
+}
+
+static void pg_release(store_t *base, store_conn_t *cb)
+{
+    pg_conn_t *c = (pg_conn_t *)cb;
+    if (c->db && PQtransactionStatus(c->db) != PQTRANS_IDLE) { /* left open by an error path */
+        PGresult *r = PQexec(c->db, "ROLLBACK");
+        PQclear(r);
+    }
+    pool_put((pg_store_t *)base, c);
+}
+
+static void pg_stats(store_t *base, store_stats_t *out)
+{
+    pg_store_t *s = (pg_store_t *)base;
+    pthread_mutex_lock(&s->mu);
+    out->pool_size = s->size;
+    out->in_use = s->in_use;
+    out->acquires = s->acquires;
+    out->waits = s->waits;
+    out->timeouts = s->timeouts;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Statements ---------------------------------------------------------------------------------- */
+
+/* Turns a failed result into an error value; the connection is dropped when it is broken. */
+static bool pg_fail(pg_conn_t *c, PGresult *r, err_t *e, const char *what)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(c->db));
+    msg[strcspn(msg, "\n")] = '\0';
+    PQclear(r);
+    if (PQstatus(c->db) != CONNECTION_OK) {
+        log_warn("postgres: %s: connection lost: %s", what, msg);
+        PQfinish(c->db);
+        c->db = NULL;
+        stmt_cache_clear(c);
+        return err_set(e, ERR_UNAVAILABLE, "the database is unavailable, try again");
+    }
+    if (state && strcmp(state, "23505") == 0)
+        return err_set(e, ERR_CONFLICT, "a property with this source and external_id already exists");
+    if (state && (strcmp(state, "57014") == 0 || strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+                  strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0))
+        return err_set(e, ERR_UNAVAILABLE, "the database could not complete the request in time, try again");
+    log_error("postgres: %s: %s (%s)", what, msg, state ? state : "?");
+    return err_set(e, ERR_INTERNAL, "internal error");
+}
+
+/* Runs `sql` with text parameters as a prepared statement (prepared on first use per connection).
+ * Returns the result when its status is `want`, else NULL with `e` set. */
+static PGresult *run(pg_conn_t *c, const char *sql, int n, const char *const *vals, ExecStatusType want, err_t *e)
+{
+    pg_stmt_t *hit = NULL, *victim = &c->cache[0];
+    for (int i = 0; i < STMT_CACHE && !hit; i++) {
+        pg_stmt_t *st = &c->cache[i];
+        if (st->sql && strcmp(st->sql, sql) == 0)
+            hit = st;
+        else if (!st->sql || (victim->sql && st->last_used < victim->last_used))
+            victim = st;
+    }
+    if (!hit) {
+        if (victim->sql) {
+            char dealloc[48];
+            snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", victim->name);
+            PQclear(PQexec(c->db, dealloc));
+            free(victim->sql);
+            victim->sql = NULL;
+        }
+        snprintf(victim->name, sizeof victim->name, "h%d", c->next_name++);
+        PGresult *r = PQprepare(c->db, victim->name, sql, 0, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            pg_fail(c, r, e, "prepare");
+            return NULL;
+        }
+        PQclear(r);
+        victim->sql = strdup(sql);
+        hit = victim;
+    }
+    hit->last_used = ++c->tick;
+    PGresult *r = PQexecPrepared(c->db, hit->name, n, vals, NULL, NULL, 0);
+    if (PQresultStatus(r) != want) {
+        pg_fail(c, r, e, "query");
+        return NULL;
+    }
+    return r;
+}
+
+static bool exec_simple(pg_conn_t *c, const char *sql, err_t *e)
+{
+    PGresult *r = PQexec(c->db, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        return pg_fail(c, r, e, "exec");
+    PQclear(r);
+    return true;
+}
+
+static bool pg_ping(store_conn_t *cb, err_t *e)
+{
+    PGresult *r = run((pg_conn_t *)cb, "SELECT 1", 0, NULL, PGRES_TUPLES_OK, e);
+    PQclear(r);
+    return r != NULL;
+}
+
+/* Migrations ---------------------------------------------------------------------------------- */
+
+static int cmp_embed(const void *a, const void *b)
+{
+    return strcmp((*(const embed_file_t *const *)a)->name, (*(const embed_file_t *const *)b)->name);
+}
+
+static int pg_migrate(store_t *base, err_t *e)
+{
+    store_conn_t *cb = pg_acquire(base, 30000, e);
+    if (!cb)
+        return -1;
+    pg_conn_t *c = (pg_conn_t *)cb;
+    const char *prefix = "migrations/postgres/";
+    const embed_file_t *files[256];
+    int n = 0, applied = 0;
+    for (const embed_file_t *f = embed_table; f->name && n < 256; f++)
+        if (strncmp(f->name, prefix, strlen(prefix)) == 0)
+            files[n++] = f;
+    qsort(files, (size_t)n, sizeof *files, cmp_embed);
+    char lock[96];
+    snprintf(lock, sizeof lock, "SELECT pg_advisory_lock(%lld)", (long long)MIGRATION_LOCK);
+    if (!exec_simple(c, lock, e) ||
+        !exec_simple(c, "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL,"
+                        " applied_at BIGINT NOT NULL)",
+                     e))
+        goto fail;
+    for (int i = 0; i < n; i++) {
+        const char *name = files[i]->name + strlen(prefix);
+        char version[24];
+        snprintf(version, sizeof version, "%lld", strtoll(name, NULL, 10));
+        const char *v1[] = {version};
+        PGresult *r = run(c, "SELECT 1 FROM schema_migrations WHERE version = $1", 1, v1, PGRES_TUPLES_OK, e);
+        if (!r)
+            goto fail;
+        int done = PQntuples(r);
+        PQclear(r);
+        if (done)
+            continue;
+        if (!exec_simple(c, "BEGIN", e))
+            goto fail;
+        if (!exec_simple(c, files[i]->start, e)) {
+            err_set(e, ERR_INTERNAL, "migration %s failed", name);
+            goto fail;
+        }
+        char now[24];
+        snprintf(now, sizeof now, "%lld", (long long)time_now_us());
+        const char *v3[] = {version, name, now};
+        r = run(c, "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)", 3, v3,
+                PGRES_COMMAND_OK, e);
+        if (!r)
+            goto fail;
+        PQclear(r);
+        if (!exec_simple(c, "COMMIT", e))
+            goto fail;
+        applied++;
+        log_info("applied migration %s", name);
+    }
+    /* pgvector serves the vector index when the server has it; without it, the in-process index does */
+    PGresult *r = run(c, "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'", 0, NULL,
+                      PGRES_TUPLES_OK, e);
+    if (!r)
+        goto fail;
+    if (PQntuples(r) == 1) {
+        err_t ignore;
+        err_clear(&ignore);
+        if (exec_simple(c, "CREATE EXTENSION IF NOT EXISTS vector", &ignore))
+            log_info("postgres: pgvector %s is available", PQgetvalue(r, 0, 0));
+        else
+            log_warn("postgres: pgvector is installed but CREATE EXTENSION vector failed: %s", ignore.message);
+    } else {
+        log_warn("postgres: pgvector is not installed on the server; the in-process vector index will be used");
+    }
+    PQclear(r);
+    snprintf(lock, sizeof lock, "SELECT pg_advisory_unlock(%lld)", (long long)MIGRATION_LOCK);
+    exec_simple(c, lock, e);
+    pg_release(base, cb);
+    return applied;
+fail:
+    pg_release(base, cb); /* rolls back; the session lock goes with the connection */
+    if (c->db) {
+        PQfinish(c->db);
+        c->db = NULL;
+        stmt_cache_clear(c);
+    }
+    return -1;
+}
+
+/* Rows ---------------------------------------------------------------------------------------- */
+
+static const char *val(PGresult *r, int row, int col, arena_t *a)
+{
+    if (PQgetisnull(r, row, col))
+        return NULL;
+    return arena_strndup(a, PQgetvalue(r, row, col), (size_t)PQgetlength(r, row, col));
+}
+
+static void row_read(PGresult *r, int row, property_t *p, arena_t *a)
+{
+    property_init(p);
+    int i = 0;
+#define NUL() PQgetisnull(r, row, i)
+#define TXT(field, f)                                                                                       \
+    do {                                                                                                   \
+        if ((p->field = val(r, row, i++, a)))                                                              \
+            p->set |= PF_BIT(f);                                                                           \
+    } while (0)
+#define INT(field, f)                                                                                       \
+    do {                                                                                                   \
+        if (!NUL())                                                                                        \
+            p->field = strtoll(PQgetvalue(r, row, i), NULL, 10), p->set |= PF_BIT(f);                      \
+        i++;                                                                                               \
+    } while (0)
+#define DBL(field, f)                                                                                       \
+    do {                                                                                                   \
+        if (!NUL())                                                                                        \
+            p->field = strtod(PQgetvalue(r, row, i), NULL), p->set |= PF_BIT(f);                           \
+        i++;                                                                                               \
+    } while (0)
+    p->id = strtoll(PQgetvalue(r, row, i++), NULL, 10);
+    TXT(title, PF_TITLE);
+    TXT(description, PF_DESCRIPTION);
+    INT(price_cents, PF_PRICE);
+    TXT(location, PF_LOCATION);
+    TXT(city, PF_CITY);
+    TXT(state, PF_STATE);
+    TXT(zip, PF_ZIP);
+    DBL(latitude, PF_LATITUDE);
+    DBL(longitude, PF_LONGITUDE);
+    INT(bedrooms, PF_BEDROOMS);
+    DBL(bathrooms, PF_BATHROOMS);
+    INT(size_sqft, PF_SIZE_SQFT);
+    INT(lot_size_sqft, PF_LOT_SIZE_SQFT);
+    INT(year_built, PF_YEAR_BUILT);
+    p->amenities = store_json_list(PQgetvalue(r, row, i++), &p->namenities, a);
+    p->set |= PF_BIT(PF_AMENITIES);
+    p->image_urls = store_json_list(PQgetvalue(r, row, i++), &p->nimage_urls, a);
+    p->set |= PF_BIT(PF_IMAGE_URLS);
+    DBL(school_rating, PF_SCHOOL_RATING);
+    INT(commute_time, PF_COMMUTE_TIME);
+    TXT(property_type, PF_PROPERTY_TYPE);
+    TXT(status, PF_STATUS);
+    TXT(features, PF_FEATURES);
+    TXT(source, PF_SOURCE);
+    TXT(external_id, PF_EXTERNAL_ID);
+    p->owner_id = NUL() ? 0 : strtoll(PQgetvalue(r, row, i), NULL, 10);
+    i++;
+    p->version = strtoll(PQgetvalue(r, row, i++), NULL, 10);
+    p->created_at = strtoll(PQgetvalue(r, row, i++), NULL, 10);
+    p->updated_at = strtoll(PQgetvalue(r, row, i++), NULL, 10);
+#undef NUL
+#undef TXT
+#undef INT
+#undef DBL
+}
+
+/* Text parameters for the 23 content columns, in the order of CONTENT_COLUMNS; strings made here
+ * live in `a`, the two JSON lists in amen and imgs for the caller to free. */
+#define CONTENT_COLUMNS                                                                                     \
+    "title, description, price_cents, location, city, state, zip, latitude, longitude, bedrooms, "         \
+    "bathrooms, size_sqft, lot_size_sqft, year_built, amenities, image_urls, school_rating, "              \
+    "commute_time, property_type, status, features, source, external_id"
+#define NCONTENT 23
+
+static const char *num_i(arena_t *a, bool set, int64_t v) { return set ? arena_printf(a, "%lld", (long long)v) : NULL; }
+static const char *num_d(arena_t *a, bool set, double v) { return set ? arena_printf(a, "%.17g", v) : NULL; }
+
+static void content_params(const property_t *p, const char **v, arena_t *a, char **amen, char **imgs)
+{
+#define SET(f) ((p->set & PF_BIT(f)) != 0)
+    int i = 0;
+    v[i++] = p->title;
+    v[i++] = SET(PF_DESCRIPTION) ? p->description : NULL;
+    v[i++] = num_i(a, true, p->price_cents);
+    v[i++] = p->location;
+    v[i++] = SET(PF_CITY) ? p->city : NULL;
+    v[i++] = SET(PF_STATE) ? p->state : NULL;
+    v[i++] = SET(PF_ZIP) ? p->zip : NULL;
+    v[i++] = num_d(a, SET(PF_LATITUDE), p->latitude);
+    v[i++] = num_d(a, SET(PF_LONGITUDE), p->longitude);
+    v[i++] = num_i(a, true, p->bedrooms);
+    v[i++] = num_d(a, true, p->bathrooms);
+    v[i++] = num_i(a, true, p->size_sqft);
+    v[i++] = num_i(a, SET(PF_LOT_SIZE_SQFT), p->lot_size_sqft);
+    v[i++] = num_i(a, SET(PF_YEAR_BUILT), p->year_built);
+    v[i++] = *amen = store_list_json(p->amenities, p->namenities);
+    v[i++] = *imgs = store_list_json(p->image_urls, p->nimage_urls);
+    v[i++] = num_d(a, SET(PF_SCHOOL_RATING), p->school_rating);
+    v[i++] = num_i(a, SET(PF_COMMUTE_TIME), p->commute_time);
+    v[i++] = p->property_type;
+    v[i++] = p->status;
+    v[i++] = SET(PF_FEATURES) ? p->features : NULL;
+    v[i++] = SET(PF_SOURCE) ? p->source : NULL;
+    v[i++] = SET(PF_EXTERNAL_ID) ? p->external_id : NULL;
+#undef SET
+}
+
+static bool amenities_write(pg_conn_t *c, int64_t id, const property_t *p, bool replace, arena_t *a, err_t *e)
+{
+    const char *pid = arena_printf(a, "%lld", (long long)id);
+    PGresult *r;
+    if (replace) {
+        const char *v[] = {pid};
+        if (!(r = run(c, "DELETE FROM property_amenities WHERE property_id = $1", 1, v, PGRES_COMMAND_OK, e)))
+            return false;
+        PQclear(r);
+    }
+    for (int i = 0; i < p->namenities; i++) {
+        const char *v[] = {p->amenities[i], pid};
+        if (!(r = run(c, "INSERT INTO property_amenities (amenity, property_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                      2, v, PGRES_COMMAND_OK, e)))
+            return false;
+        PQclear(r);
+    }
+    return true;
+}
+
+static bool insert_row(pg_conn_t *c, property_t *p, arena_t *a, err_t *e)
+{
+    const char *v[NCONTENT + 2];
+    char *amen, *imgs;
+    content_params(p, v, a, &amen, &imgs);
+    int64_t now = time_now_us();
+    v[NCONTENT] = p->owner_id ? arena_printf(a, "%lld", (long long)p->owner_id) : NULL;
+    v[NCONTENT + 1] = arena_printf(a, "%lld", (long long)now);
+    PGresult *r = run(c,
+                      "INSERT INTO properties (" CONTENT_COLUMNS ", owner_id, version, created_at, updated_at)"
+                      " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,"
+                      " $19, $20, $21, $22, $23, $24, 1, $25, $25) RETURNING id",
+                      NCONTENT + 2, v, PGRES_TUPLES_OK, e);
+    free(amen);
+    free(imgs);
+    if (!r)
+        return false;
+    p->id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    p->version = 1;
+    p->created_at = p->updated_at = now;
+    return amenities_write(c, p->id, p, false, a, e);
+}
+
+/* UPDATE guarded by version: 1 done, 0 gone or stale, -1 error. */
+static int update_row(pg_conn_t *c, property_t *p, int64_t expect_version, arena_t *a, err_t *e)
+{
+    const char *v[NCONTENT + 3];
+    char *amen, *imgs;
+    content_params(p, v, a, &amen, &imgs);
+    int64_t now = time_now_us();
+    if (now <= p->updated_at)
+        now = p->updated_at + 1;
+    v[NCONTENT] = arena_printf(a, "%lld", (long long)now);
+    v[NCONTENT + 1] = arena_printf(a, "%lld", (long long)p->id);
+    v[NCONTENT + 2] = arena_printf(a, "%lld", (long long)expect_version);
+    PGresult *r = run(c,
+                      "UPDATE properties SET (" CONTENT_COLUMNS ", version, updated_at) = ($1, $2, $3, $4, $5, $6, $7,"
+                      " $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, version + 1, $24)"
+                      " WHERE id = $25 AND version = $26",
+                      NCONTENT + 3, v, PGRES_COMMAND_OK, e);
+    free(amen);
+    free(imgs);
+    if (!r)
+        return -1;
+    int changed = atoi(PQcmdTuples(r));
+    PQclear(r);
+    if (!changed)
+        return 0;
+    p->version = expect_version + 1;
+    p->updated_at = now;
+    return amenities_write(c, p->id, p, true, a, e) ? 1 : -1;
+}
+
+static bool pg_property_get(store_conn_t *cb, int64_t id, arena_t *a, property_t *out, err_t *e)
+{
+    const char *v[] = {arena_printf(a, "%lld", (long long)id)};
+    PGresult *r = run((pg_conn_t *)cb, "SELECT " STORE_COLUMNS " FROM properties p WHERE p.id = $1", 1, v,
+                      PGRES_TUPLES_OK, e);
+    if (!r)
+        return false;
+    bool found = PQntuples(r) == 1;
+    if (found)
+        row_read(r, 0, out, a);
+    PQclear(r);
+    return found ? true : err_set(e, ERR_NOT_FOUND, "no property with id %lld", (long long)id);
+}
+
+static bool in_tx(pg_conn_t *c, err_t *e) { return exec_simple(c, "BEGIN", e); }
+
+static bool commit_or_rollback(pg_conn_t *c, bool ok, err_t *e)
+{
+    if (ok)
+        return exec_simple(c, "COMMIT", e);
+    if (c->db) {
+        err_t ignore;
+        err_clear(&ignore);
+        exec_simple(c, "ROLLBACK", &ignore);
+    }
+    return false;
+}
+
+static bool pg_property_create(store_conn_t *cb, property_t *p, err_t *e)
+{
+    pg_conn_t *c = (pg_conn_t *)cb;
+    arena_t a;
+    arena_init(&a);
+    bool ok = in_tx(c, e) && commit_or_rollback(c, insert_row(c, p, &a, e), e);
+    arena_free(&a);
+    return ok;
+}
+
+static bool exists(pg_conn_t *c, int64_t id, arena_t *a, err_t *e)
+{
+    const char *v[] = {arena_printf(a, "%lld", (long long)id)};
+    PGresult *r = run(c, "SELECT 1 FROM properties WHERE id = $1", 1, v, PGRES_TUPLES_OK, e);
+    bool found = r && PQntuples(r) == 1;
+    PQclear(r);
+    return found;
+}
+
+static bool pg_property_update(store_conn_t *cb, property_t *p, int64_t expect_version, err_t *e)
+{
+    pg_conn_t *c = (pg_conn_t *)cb;
+    arena_t a;
+    arena_init(&a);
+    bool ok = in_tx(c, e);
+    if (ok) {
+        int rc = update_row(c, p, expect_version, &a, e);
+        if (rc == 0) {
+            if (exists(c, p->id, &a, e))
+                err_set(e, ERR_PRECONDITION, "the property has changed since version %lld", (long long)expect_version);
+            else
+                err_set(e, ERR_NOT_FOUND, "no property with id %lld", (long long)p->id);
+        }
+        ok = commit_or_rollback(c, rc == 1, e);
+    }
+    arena_free(&a);
+    return ok;
+}
+
+static bool pg_property_delete(store_conn_t *cb, int64_t id, int64_t expect_version, err_t *e)
+{
+    pg_conn_t *c = (pg_conn_t *)cb;
+    arena_t a;
+    arena_init(&a);
+    const char *v[] = {arena_printf(&a, "%lld", (long long)id), arena_printf(&a, "%lld", (long long)expect_version)};
+    PGresult *r = run(c, "DELETE FROM properties WHERE id = $1 AND ($2::bigint = 0 OR version = $2::bigint)", 2, v,
+                      PGRES_COMMAND_OK, e);
+    bool ok = false;
+    if (r) {
+        ok = atoi(PQcmdTuples(r)) == 1;
+        PQclear(r);
+        if (!ok) {
+            if (expect_version && exists(c, id, &a, e))
+                err_set(e, ERR_PRECONDITION, "the property has changed since version %lld", (long long)expect_version);
+            else
+                err_set(e, ERR_NOT_FOUND, "no property with id %lld", (long long)id);
+        }
+    }
+    arena_free(&a);
+    return ok;
+}
+
+static bool pg_property_count(store_conn_t *cb, int64_t *out, err_t *e)
+{
+    PGresult *r = run((pg_conn_t *)cb, "SELECT count(*) FROM properties", 0, NULL, PGRES_TUPLES_OK, e);
+    if (!r)
+        return false;
+    *out = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return true;
+}
+
+static bool pg_property_upsert_batch(store_conn_t *cb, property_t *rows, int n, upsert_result_t *results, err_t *e)
+{
+    pg_conn_t *c = (pg_conn_t *)cb;
+    arena_t a;
+    arena_init(&a);
+    buf_t k1, k2;
+    buf_init(&k1);
+    buf_init(&k2);
+    bool ok = in_tx(c, e);
+    for (int i = 0; ok && i < n; i++) {
+        property_t *p = &rows[i];
+        const char *v[] = {p->source, p->external_id};
+        PGresult *r = run(c, "SELECT " STORE_COLUMNS " FROM properties p WHERE p.source = $1 AND p.external_id = $2", 2,
+                          v, PGRES_TUPLES_OK, e);
+        if (!(ok = r != NULL))
+            break;
+        if (PQntuples(r) == 1) {
+            property_t old;
+            row_read(r, 0, &old, &a);
+            PQclear(r);
+            buf_reset(&k1), buf_reset(&k2);
+            store_content_key(&old, &k1);
+            store_content_key(p, &k2);
+            p->id = old.id;
+            p->created_at = old.created_at;
+            p->updated_at = old.updated_at;
+            if (k1.len == k2.len && memcmp(k1.data, k2.data, k1.len) == 0) {
+                p->version = old.version;
+                results[i] = UPSERT_UNCHANGED;
+            } else {
+                ok = update_row(c, p, old.version, &a, e) == 1;
+                results[i] = UPSERT_UPDATED;
+            }
+        } else {
+            PQclear(r);
+            ok = insert_row(c, p, &a, e);
+            results[i] = UPSERT_INSERTED;
+        }
+        arena_reset(&a);
+    }
+    ok = commit_or_rollback(c, ok, e);
+    buf_free(&k1);
+    buf_free(&k2);
+    arena_free(&a);
+    return ok;
+}
+
+static bool pg_property_search(store_conn_t *cb, const property_query_t *q, arena_t *a, property_page_t *out, err_t *e)
+{
+    pg_conn_t *c = (pg_conn_t *)cb;
+    buf_t sql;
+    buf_init(&sql);
+    sql_binds_t *b = arena_alloc(a, sizeof *b);
+    store_sql_search(SQL_POSTGRES, q, a, &sql, b);
+    const char *v[SQL_MAX_BINDS];
+    for (int i = 0; i < b->n; i++)
+        v[i] = b->kind[i] == BIND_INT ? arena_printf(a, "%lld", (long long)b->i[i])
+               : b->kind[i] == BIND_DOUBLE ? arena_printf(a, "%.17g", b->d[i])
+                                           : b->t[i];
+    PGresult *r = run(c, buf_cstr(&sql), b->n, v, PGRES_TUPLES_OK, e);
+    buf_free(&sql);
+    if (!r)
+        return false;
+    int rows = PQntuples(r);
+    out->has_more = rows > q->limit;
+    out->n = rows > q->limit ? q->limit : rows;
+    out->items = arena_alloc(a, sizeof(property_t) * (size_t)(out->n ? out->n : 1));
+    for (int i = 0; i < out->n; i++)
+        row_read(r, i, &out->items[i], a);
+    PQclear(r);
+    return true;
+}
+
+static void pg_optimize(store_t *base)
+{
+    err_t e;
+    err_clear(&e);
+    store_conn_t *cb = pg_acquire(base, 30000, &e);
+    if (!cb)
+        return;
+    exec_simple((pg_conn_t *)cb, "ANALYZE properties; ANALYZE property_amenities", &e);
+    pg_release(base, cb);
+}
+
+static const store_ops_t postgres_ops = {
+    .name = "postgres",
+    .migrate = pg_migrate,
+    .acquire = pg_acquire,
+    .release = pg_release,
+    .ping = pg_ping,
+    .stats = pg_stats,
+    .close = pg_close,
+    .optimize = pg_optimize,
+    .property_get = pg_property_get,
+    .property_search = pg_property_search,
+    .property_create = pg_property_create,
+    .property_update = pg_property_update,
+    .property_delete = pg_property_delete,
+    .property_upsert_batch = pg_property_upsert_batch,
+    .property_count = pg_property_count,
+};
