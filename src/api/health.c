@@ -5,6 +5,7 @@
 #include "../base/embed.h"
 #include "../base/util.h"
 #include "../net/metrics.h"
+#include "../net/ratelimit_mw.h"
 #include "../net/respcache.h"
 #include "app.h"
 
@@ -99,6 +100,7 @@ void metrics_get(http_request_t *req, http_response_t *res)
     res->content_type = "text/plain; version=0.0.4; charset=utf-8";
     metrics_render(&res->body);
     respcache_render_metrics(&res->body);
+    ratelimit_mw_render_metrics(&res->body);
     store_stats_t st;
     g_app.store->ops->stats(g_app.store, &st);
     buf_printf(&res->body,

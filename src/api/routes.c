@@ -1,18 +1,21 @@
 /* routes: the application's route table. `hearth routes` prints it, and a test checks that
- * docs/openapi.json (served at /openapi.json) describes exactly these routes. */
+ * docs/openapi.json (served at /openapi.json) describes exactly these routes. Every route is in a
+ * rate limit class (HEARTH_RATE_LIMITS): "read" for GET, "write" for the other methods, and later
+ * classes such as "auth" for the routes that need a budget of their own; health and metrics are
+ * marked ROUTE_NO_RATELIMIT and are never limited. */
 #include "../net/router.h"
 #include "app.h"
 
 route_t app_routes[] = {
-    {METHOD_GET, "/health/live", health_live, ROUTE_ON_LOOP, 0},
-    {METHOD_GET, "/health/ready", health_ready, 0, 1},
-    {METHOD_GET, "/api/health", health_api, 0, 2},
-    {METHOD_GET, "/metrics", metrics_get, 0, 3},
-    {METHOD_GET, "/openapi.json", openapi_get, ROUTE_ON_LOOP, 4},
-    {METHOD_GET, "/api/properties", properties_list, ROUTE_CACHE, 5},
-    {METHOD_POST, "/api/properties", properties_create, 0, 6},
-    {METHOD_GET, "/api/properties/{id}", properties_get, ROUTE_CACHE, 7},
-    {METHOD_PATCH, "/api/properties/{id}", properties_patch, 0, 8},
-    {METHOD_DELETE, "/api/properties/{id}", properties_delete, 0, 9},
-    {0, NULL, NULL, 0, 0},
+    {METHOD_GET, "/health/live", health_live, ROUTE_ON_LOOP | ROUTE_NO_RATELIMIT, 0, NULL},
+    {METHOD_GET, "/health/ready", health_ready, ROUTE_NO_RATELIMIT, 1, NULL},
+    {METHOD_GET, "/api/health", health_api, ROUTE_NO_RATELIMIT, 2, NULL},
+    {METHOD_GET, "/metrics", metrics_get, ROUTE_NO_RATELIMIT, 3, NULL},
+    {METHOD_GET, "/openapi.json", openapi_get, ROUTE_ON_LOOP, 4, "read"},
+    {METHOD_GET, "/api/properties", properties_list, ROUTE_CACHE, 5, "read"},
+    {METHOD_POST, "/api/properties", properties_create, 0, 6, "write"},
+    {METHOD_GET, "/api/properties/{id}", properties_get, ROUTE_CACHE, 7, "read"},
+    {METHOD_PATCH, "/api/properties/{id}", properties_patch, 0, 8, "write"},
+    {METHOD_DELETE, "/api/properties/{id}", properties_delete, 0, 9, "write"},
+    {0, NULL, NULL, 0, 0, NULL},
 };

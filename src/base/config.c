@@ -89,6 +89,133 @@ bool config_set_listen(config_t *c, const char *value, char *why, size_t whylen)
     return true;
 }
 
+/* "min", "5s", "10minutes", "1h": the period of a rate limit in milliseconds */
+static bool parse_period(const char *s, size_t len, int64_t *ms)
+{
+    int64_t k = 0;
+    size_t i = 0;
+    while (i < len && isdigit((unsigned char)s[i])) {
+        k = k * 10 + (s[i] - '0');
+        if (k > 1000000)
+            return false;
+        i++;
+    }
+    if (i == 0)
+        k = 1;
+    if (k < 1)
+        return false;
+    static const struct { const char *name; int64_t ms; } units[] = {
+        {"s", 1000}, {"sec", 1000}, {"second", 1000}, {"seconds", 1000},
+        {"m", 60000}, {"min", 60000}, {"minute", 60000}, {"minutes", 60000},
+        {"h", 3600000}, {"hour", 3600000}, {"hours", 3600000},
+    };
+    for (size_t u = 0; u < sizeof units / sizeof units[0]; u++)
+        if (strlen(units[u].name) == len - i && strncmp(s + i, units[u].name, len - i) == 0) {
+            *ms = k * units[u].ms;
+            return true;
+        }
+    return false;
+}
+
+/* digits only, 1..max */
+static bool parse_count(const char *s, size_t len, int64_t max, int64_t *out)
+{
+    if (len == 0 || len > 12)
+        return false;
+    int64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < 1 || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+#define RATE_MAX_COUNT 1000000000 /* requests per period, and burst */
+#define RATE_MAX_PERIOD_MS (24 * 3600000LL)
+
+bool config_parse_rate_limits(const char *value, config_rate_rule_t *rules, int *n, char *reason, size_t rlen)
+{
+    *n = 0;
+    const char *p = value;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        if (!end)
+            end = p + strlen(p);
+        const char *a = p, *b = end;
+        while (a < b && isspace((unsigned char)*a))
+            a++;
+        while (b > a && isspace((unsigned char)b[-1]))
+            b--;
+        p = *end ? end + 1 : end;
+        if (a == b)
+            continue;
+        int len = (int)(b - a);
+        const char *eq = memchr(a, '=', (size_t)(b - a));
+        const char *slash = eq ? memchr(eq, '/', (size_t)(b - eq)) : NULL;
+        if (!eq || !slash) {
+            snprintf(reason, rlen, "\"%.*s\" is not CLASS=N/PERIOD[:BURST]", len, a);
+            return false;
+        }
+        const char *colon = memchr(slash, ':', (size_t)(b - slash));
+        config_rate_rule_t r;
+        memset(&r, 0, sizeof r);
+        size_t clen = (size_t)(eq - a);
+        while (clen && isspace((unsigned char)a[clen - 1]))
+            clen--;
+        bool name_ok = clen > 0 && clen < sizeof r.cls;
+        for (size_t i = 0; name_ok && i < clen; i++)
+            name_ok = islower((unsigned char)a[i]) || isdigit((unsigned char)a[i]) || a[i] == '_' || a[i] == '-';
+        if (!name_ok) {
+            snprintf(reason, rlen, "\"%.*s\": a class is 1 to 31 of a-z, 0-9, _ and -", len, a);
+            return false;
+        }
+        memcpy(r.cls, a, clen);
+        const char *num = eq + 1;
+        while (num < slash && isspace((unsigned char)*num))
+            num++;
+        const char *pend = colon ? colon : b;
+        if (!parse_count(num, (size_t)(slash - num), RATE_MAX_COUNT, &r.limit)) {
+            snprintf(reason, rlen, "\"%.*s\": N must be a whole number from 1 to %d", len, a, RATE_MAX_COUNT);
+            return false;
+        }
+        if (!parse_period(slash + 1, (size_t)(pend - slash - 1), &r.period_ms) || r.period_ms > RATE_MAX_PERIOD_MS) {
+            snprintf(reason, rlen, "\"%.*s\": PERIOD must be s, min or h, optionally after a number (30s, 5min), at most 24h",
+                     len, a);
+            return false;
+        }
+        r.burst = r.limit;
+        if (colon && !parse_count(colon + 1, (size_t)(b - colon - 1), RATE_MAX_COUNT, &r.burst)) {
+            snprintf(reason, rlen, "\"%.*s\": BURST must be a whole number from 1 to %d", len, a, RATE_MAX_COUNT);
+            return false;
+        }
+        /* the tolerance burst x (period / N) must stay within a day, so the arithmetic cannot overflow */
+        uint64_t t_ns = (uint64_t)r.period_ms * 1000000u / (uint64_t)r.limit;
+        if (t_ns == 0 || (uint64_t)r.burst > (uint64_t)RATE_MAX_PERIOD_MS * 1000000u / t_ns) {
+            snprintf(reason, rlen, "\"%.*s\": BURST x PERIOD / N must be at most 24h", len, a);
+            return false;
+        }
+        for (int i = 0; i < *n; i++)
+            if (strcmp(rules[i].cls, r.cls) == 0) {
+                snprintf(reason, rlen, "class %s is given twice", r.cls);
+                return false;
+            }
+        if (*n == CONFIG_MAX_RATE_CLASSES) {
+            snprintf(reason, rlen, "at most %d classes", CONFIG_MAX_RATE_CLASSES);
+            return false;
+        }
+        rules[(*n)++] = r;
+    }
+    if (*n == 0) {
+        snprintf(reason, rlen, "no CLASS=N/PERIOD entry");
+        return false;
+    }
+    return true;
+}
+
 bool config_is_sqlite(const config_t *c) { return strncmp(c->database_url, "sqlite://", 9) == 0; }
 
 const char *config_sqlite_path(const config_t *c)
@@ -141,6 +268,22 @@ bool config_load(config_t *c, char *why, size_t n)
     if (c->jwt_secret && strlen(c->jwt_secret) < 32)
         return fail(why, n, "HEARTH_JWT_SECRET", "at least 32 characters", "(hidden)");
     c->rate_limits = env_str("HEARTH_RATE_LIMITS");
+    if (c->rate_limits) {
+        char reason[200], exp[320];
+        if (!config_parse_rate_limits(c->rate_limits, c->rate_rules, &c->nrate_rules, reason, sizeof reason)) {
+            snprintf(exp, sizeof exp, "CLASS=N/PERIOD[:BURST],... such as read=600/min,write=60/min:10 (%s)", reason);
+            return fail(why, n, "HEARTH_RATE_LIMITS", exp, c->rate_limits);
+        }
+    }
+    v = env_str("HEARTH_RATE_LIMIT_REDIS_DOWN");
+    if (v) {
+        if (strcmp(v, "allow") == 0)
+            c->rate_limit_redis_down_deny = false;
+        else if (strcmp(v, "deny") == 0)
+            c->rate_limit_redis_down_deny = true;
+        else
+            return fail(why, n, "HEARTH_RATE_LIMIT_REDIS_DOWN", "allow or deny", v);
+    }
     c->trusted_proxies = env_str("HEARTH_TRUSTED_PROXIES");
     if (c->trusted_proxies) {
         char reason[160];

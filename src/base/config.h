@@ -12,6 +12,14 @@
 #include "cidr.h"
 
 #define CONFIG_MAX_ORIGINS 32
+#define CONFIG_MAX_RATE_CLASSES 16
+
+/* One entry of HEARTH_RATE_LIMITS: `limit` requests per `period_ms` for the route class `cls`, at
+ * most `burst` at once (default: limit). */
+typedef struct config_rate_rule {
+    char cls[32];
+    int64_t limit, period_ms, burst;
+} config_rate_rule_t;
 
 typedef struct config {
     char listen_host[256];
@@ -37,6 +45,9 @@ typedef struct config {
     int cache_ttl_ms; /* HEARTH_CACHE_TTL_MS */
     cidr_t proxies[CIDR_MAX_LIST]; /* HEARTH_TRUSTED_PROXIES */
     int nproxies;
+    config_rate_rule_t rate_rules[CONFIG_MAX_RATE_CLASSES]; /* HEARTH_RATE_LIMITS; none: no rate limiting */
+    int nrate_rules;
+    bool rate_limit_redis_down_deny; /* HEARTH_RATE_LIMIT_REDIS_DOWN=deny: refuse while Redis is down (default allow) */
 } config_t;
 
 extern config_t g_config;
@@ -45,6 +56,8 @@ extern config_t g_config;
 bool config_load(config_t *c, char *why, size_t whylen);
 /* Parse "host:port" (or ":port", or "[v6]:port") into the config. */
 bool config_set_listen(config_t *c, const char *value, char *why, size_t whylen);
+/* Parse "CLASS=N/PERIOD[:BURST],..." (HEARTH_RATE_LIMITS); on failure `reason` says what is wrong. */
+bool config_parse_rate_limits(const char *value, config_rate_rule_t *rules, int *n, char *reason, size_t reasonlen);
 bool config_is_sqlite(const config_t *c);
 const char *config_sqlite_path(const config_t *c); /* the file path of a sqlite:// URL */
 

@@ -10,6 +10,7 @@
 #include "../base/util.h"
 #include "../domain/import.h"
 #include "../infra/cache.h"
+#include "../net/ratelimit_mw.h"
 #include "../net/respcache.h"
 #include "../net/server.h"
 #include "commands.h"
@@ -91,9 +92,10 @@ int cmd_serve(int argc, char **argv)
     g_app.started_at_us = time_now_us();
     err_t e;
     err_clear(&e);
-    bool ok = server_run(cfg, &e);
+    bool ok = ratelimit_mw_start(cfg, &e) && server_run(cfg, &e);
     if (!ok)
         fprintf(stderr, "hearth: %s\n", e.message);
+    ratelimit_mw_stop();
     respcache_setup(NULL, 0);
     if (cache)
         cache->ops->close(cache);

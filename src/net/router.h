@@ -11,6 +11,7 @@ typedef void (*http_handler_t)(http_request_t *req, http_response_t *res);
 enum {
     ROUTE_ON_LOOP = 1, /* cannot block: runs on the event loop; otherwise on the worker pool */
     ROUTE_CACHE = 2,   /* GET whose 200 responses may be served from the response cache */
+    ROUTE_NO_RATELIMIT = 4, /* never rate limited (health checks, metrics) */
 };
 
 struct route {
@@ -19,6 +20,7 @@ struct route {
     http_handler_t handler;
     int flags;
     int index; /* position in the table, for metrics */
+    const char *rate_class; /* HEARTH_RATE_LIMITS class; NULL: "read" for GET, "write" otherwise */
 };
 
 /* The application's routes (api/routes.c); the table ends with a NULL pattern. */

@@ -31,6 +31,7 @@
 #include "http.h"
 #include "metrics.h"
 #include "proxy.h"
+#include "ratelimit_mw.h"
 #include "respcache.h"
 #include "reqparse.h"
 #include "router.h"
@@ -61,6 +62,7 @@ typedef struct conn {
     uv_shutdown_t sreq;
     char peer[64]; /* the socket's peer address */
     bool peer_loopback;
+    ratelimit_result_t rl; /* the request's rate limit figures; rl.limit 0: none applied */
 } conn_t;
 
 struct loop_ctx {
@@ -272,12 +274,15 @@ static void write_response(conn_t *c)
     const char *origin = http_header(req, "Origin");
     if (origin_allowed(origin))
         buf_printf(o, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n"
-                      "Access-Control-Expose-Headers: X-Request-ID, ETag, Location, Retry-After, Allow\r\n",
+                      "Access-Control-Expose-Headers: X-Request-ID, ETag, Location, Retry-After, Allow, "
+                      "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset\r\n",
                    origin);
     if (res->close)
         buf_puts(o, "Connection: close\r\n");
     else if (c->rp.http10)
         buf_puts(o, "Connection: keep-alive\r\n"); /* HTTP/1.0 keeps a connection only when told */
+    if (c->rl.limit) /* rate limiting: on every response of a limited route, 429 or not */
+        ratelimit_mw_headers(o, &c->rl);
     buf_append(o, res->headers.data ? res->headers.data : "", res->headers.len);
     buf_puts(o, "\r\n");
     if (req->method != METHOD_HEAD && res->status != 204 && res->status != 304)
@@ -382,6 +387,8 @@ static void respond(conn_t *c)
     } else if (m == ROUTE_NO_METHOD) {
         http_res_header(res, "Allow", "%s", allow);
         http_res_errorf(req, res, ERR_METHOD_NOT_ALLOWED, "%s is not allowed on %s", req->method_name, req->path);
+    } else if (!ratelimit_mw_check(req, &c->rl)) {
+        ratelimit_mw_reject(req, res, &c->rl); /* over its class's rate limit: 429, on the loop */
     } else if ((req->route->flags & ROUTE_CACHE) && respcache_lookup(req, res)) {
         /* answered from the cache, on the loop */
     } else if (req->route->flags & ROUTE_ON_LOOP) {
@@ -419,6 +426,7 @@ static void reset_request(conn_t *c)
     c->res.status = 200;
     c->res.content_type = NULL;
     c->res.close = false;
+    memset(&c->rl, 0, sizeof c->rl);
 }
 
 /* Reading --------------------------------------------------------------------------------------*/

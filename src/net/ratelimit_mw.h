@@ -1,0 +1,34 @@
+/* ratelimit_mw: the rate limit step of the request path. Each route is in a class (router.h);
+ * HEARTH_RATE_LIMITS gives classes their rules, and a request takes one unit from the budget of
+ * its (class, client address) key before its handler runs or the response cache is consulted.
+ * The checks run on the event loop: the backend must never block (the memory backend does not). */
+#ifndef HEARTH_RATELIMIT_MW_H
+#define HEARTH_RATELIMIT_MW_H
+
+#include <stdbool.h>
+
+#include "../base/buf.h"
+#include "../base/config.h"
+#include "../base/error.h"
+#include "../infra/ratelimit.h"
+#include "http.h"
+
+#define RATELIMIT_MAX_KEYS 100000 /* keys the memory backend remembers at most */
+
+/* Opens the backend the configuration asks for; with no rules, rate limiting stays off. The
+ * backend is owned here until ratelimit_mw_stop. */
+bool ratelimit_mw_start(const config_t *cfg, err_t *e);
+void ratelimit_mw_stop(void);
+
+/* Takes one request from the budget of req's route class and client (req->peer). Returns false
+ * when the request is over the limit; `out` then holds the figures for the 429. out->limit is 0
+ * when no limit applies (rate limiting off, an exempt route or a class without a rule). */
+bool ratelimit_mw_check(const http_request_t *req, ratelimit_result_t *out);
+/* The 429 body (error code rate_limited) for a refused request. */
+void ratelimit_mw_reject(const http_request_t *req, http_response_t *res, const ratelimit_result_t *r);
+/* Appends the header lines "RateLimit-Limit/-Remaining/-Reset" (and Retry-After when refused). */
+void ratelimit_mw_headers(buf_t *out, const ratelimit_result_t *r);
+/* Prometheus text: requests allowed and limited by class, and the backend's keys. */
+void ratelimit_mw_render_metrics(buf_t *out);
+
+#endif
