@@ -7,7 +7,7 @@ ASAN   ?= build-asan
 FUZZ   ?= build-fuzz
 FUZZ_SECONDS ?= 20
 
-.PHONY: all deps build run test test-unit test-asan fuzz fuzz-smoke bench clean
+.PHONY: all deps build run test test-postgres test-asan fuzz fuzz-smoke bench clean
 
 all: build
 
@@ -21,11 +21,18 @@ build: deps
 run: build
 	$(BUILD)/hearth serve --demo
 
-# The whole suite: the normal build, the same tests under ASan + UBSan, and a short run of every fuzzer.
+# The whole suite: every test on the embedded default (SQLite), the API tests again on PostgreSQL
+# (+ Redis) started by scripts/services.sh, everything under ASan + UBSan, and a short run of every
+# fuzzer.
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+	$(MAKE) --no-print-directory test-postgres
 	$(MAKE) --no-print-directory test-asan
 	$(MAKE) --no-print-directory fuzz-smoke
+
+test-postgres: build
+	@scripts/with-services.sh sh -c 'cd $(BUILD) && HEARTH_TEST_PG="$$DATABASE_URL" HEARTH_TEST_REDIS="$$REDIS_URL" \
+	  ctest -L api --output-on-failure -j$(JOBS)'
 
 test-asan: deps
 	@cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DHEARTH_SANITIZE=ON -DHEARTH_WERROR=ON >/dev/null

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages hearth needs to build and test (or, with --bench, to benchmark).
+# Installs the Debian packages hearth needs to build and test (or, with --bench, to benchmark),
+# and builds pgvector for PostgreSQL 15 (scripts/pgvector.sh) when it is not installed yet.
 # Idempotent and quiet: when everything is present it prints nothing and touches nothing.
 set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 BUILD_PKGS=(
   gcc make cmake pkg-config
@@ -9,6 +12,11 @@ BUILD_PKGS=(
 )
 TEST_PKGS=(
   libcmocka-dev python3 clang libclang-rt-14-dev curl
+  # PostgreSQL + Redis backends, and the throw-away servers of scripts/services.sh
+  postgresql-15 postgresql-client-15 libpq-dev
+  redis-server redis-tools libhiredis-dev
+  # building pgvector (scripts/pgvector.sh): PGXS headers/makefiles; tar+gzip unpack the source
+  postgresql-server-dev-15 tar gzip
 )
 BENCH_PKGS=(
   wrk nginx-light procps
@@ -25,14 +33,18 @@ for p in "${want[@]}"; do
     missing+=("$p")
   fi
 done
-[[ ${#missing[@]} -eq 0 ]] && exit 0
 
-SUDO=""
-if [[ $(id -u) -ne 0 ]]; then
-  command -v sudo >/dev/null || { echo "deps.sh: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
-  SUDO=sudo
+if [[ ${#missing[@]} -gt 0 ]]; then
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "deps.sh: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    SUDO=sudo
+  fi
+  echo "deps.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
 fi
-echo "deps.sh: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+# pgvector: silent no-op when installed; on failure (e.g. no network) one warning line, never an error.
+"$here/pgvector.sh" || true
