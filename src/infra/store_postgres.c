@@ -223,7 +223,8 @@ static bool pg_fail(pg_conn_t *c, PGresult *r, err_t *e, const char *what)
                   strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0))
         return err_set(e, ERR_UNAVAILABLE, "the database could not complete the request in time, try again");
     log_error("postgres: %s: %s (%s)", what, msg, state ? state : "?");
-    return err_set(e, ERR_INTERNAL, "internal error");
+    /* the reason reaches the command line (migrate); the API never shows an internal message */
+    return err_set(e, ERR_INTERNAL, "%s: %s", what, msg);
 }
 
 /* Runs `sql` with text parameters as a prepared statement (prepared on first use per connection).
@@ -323,7 +324,9 @@ static int pg_migrate(store_t *base, err_t *e)
         if (!exec_simple(c, "BEGIN", e))
             goto fail;
         if (!exec_simple(c, files[i]->start, e)) {
-            err_set(e, ERR_INTERNAL, "migration %s failed", name);
+            char why[sizeof e->message];
+            snprintf(why, sizeof why, "%s", e->message);
+            err_set(e, ERR_INTERNAL, "migration %s failed: %.200s", name, why);
             goto fail;
         }
         char now[24];
@@ -352,7 +355,7 @@ static int pg_migrate(store_t *base, err_t *e)
         else
             log_warn("postgres: pgvector is installed but CREATE EXTENSION vector failed: %s", ignore.message);
     } else {
-        log_warn("postgres: pgvector is not installed on the server; the in-process vector index will be used");
+        log_warn("postgres: pgvector is not installed on the server; vector search will not use it");
     }
     PQclear(r);
     snprintf(lock, sizeof lock, "SELECT pg_advisory_unlock(%lld)", (long long)MIGRATION_LOCK);
