@@ -20,6 +20,7 @@ TEST_PKGS=(
 )
 BENCH_PKGS=(
   wrk nginx-light procps
+  python3-fastapi python3-uvicorn python3-psycopg2   # bench/peer_fastapi
 )
 
 want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}")

@@ -12,6 +12,7 @@
 typedef struct app {
     const config_t *cfg;
     store_t *store;
+    struct redis_pool *redis; /* NULL without REDIS_URL */
     int64_t started_at_us;
 } app_t;
 

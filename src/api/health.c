@@ -6,6 +6,7 @@
 #include "../base/util.h"
 #include "../net/metrics.h"
 #include "../net/ratelimit_mw.h"
+#include "../infra/redis.h"
 #include "../net/respcache.h"
 #include "app.h"
 
@@ -34,6 +35,9 @@ void health_live(http_request_t *req, http_response_t *res)
     http_res_header(res, "Cache-Control", "no-store");
 }
 
+/* Readiness: the database must answer (503 otherwise: this instance cannot serve). Redis is
+ * checked and reported, but an instance without it still serves every request, uncached, so its
+ * absence makes the status "degraded", not unready. */
 void health_ready(http_request_t *req, http_response_t *res)
 {
     err_t e;
@@ -43,10 +47,16 @@ void health_ready(http_request_t *req, http_response_t *res)
     bool ok = c && g_app.store->ops->ping(c, &e);
     app_store_done(c);
     double ms = (double)(time_mono_ns() - t0) / 1e6;
+    bool redis_ok = true;
+    double redis_ms = 0;
+    err_t re;
+    err_clear(&re);
+    if (g_app.redis)
+        redis_ok = redis_ping(g_app.redis, &redis_ms, &re);
     jw_t w;
     http_res_json(res, ok ? 200 : 503, &w);
     jw_obj_begin(&w);
-    jw_kstr(&w, "status", ok ? "ok" : "unavailable");
+    jw_kstr(&w, "status", !ok ? "unavailable" : redis_ok ? "ok" : "degraded");
     jw_key(&w, "checks");
     jw_obj_begin(&w);
     jw_key(&w, "database");
@@ -58,6 +68,16 @@ void health_ready(http_request_t *req, http_response_t *res)
     if (!ok)
         jw_kstr(&w, "error", e.message);
     jw_obj_end(&w);
+    if (g_app.redis) {
+        jw_key(&w, "redis");
+        jw_obj_begin(&w);
+        jw_kstr(&w, "status", redis_ok ? "ok" : "unavailable");
+        jw_key(&w, "latency_ms");
+        jw_double(&w, (double)(int64_t)(redis_ms * 1000) / 1000);
+        if (!redis_ok)
+            jw_kstr(&w, "error", re.message);
+        jw_obj_end(&w);
+    }
     jw_obj_end(&w);
     jw_obj_end(&w);
     http_res_header(res, "Cache-Control", "no-store");

@@ -13,6 +13,8 @@
 #include "../base/config.h"
 #include "../base/error.h"
 #include "../domain/import.h"
+#include "../infra/redis.h"
+#include "../net/respcache.h"
 #include "../infra/store.h"
 #include "commands.h"
 
@@ -63,6 +65,20 @@ static char *import_read_file(const char *path, size_t *len, err_t *e)
     data[n] = '\0';
     *len = n;
     return data;
+}
+
+/* Instances sharing a Redis cache see the imported rows at once: bump the shared generation. */
+static void invalidate_shared_cache(const config_t *cfg)
+{
+    err_t e;
+    err_clear(&e);
+    redis_pool_t *redis = redis_open(cfg->redis_url, 1, 250, &e);
+    if (!redis)
+        return;
+    respcache_setup(NULL, 0, redis, cfg->database_url);
+    respcache_invalidate();
+    respcache_setup(NULL, 0, NULL, NULL);
+    redis_close(redis);
 }
 
 int cmd_import(int argc, char **argv)
@@ -134,6 +150,8 @@ int cmd_import(int argc, char **argv)
             fprintf(stderr, "hearth import: %s: %s\n", file, e.message);
             status = 1;
         }
+        if ((rep->inserted || rep->updated) && g_config.redis_url)
+            invalidate_shared_cache(&g_config);
         /* after a fatal error the counts are of the batches committed before it */
         printf(ok ? "imported %s: inserted %lld, updated %lld, unchanged %lld, rejected %lld\n"
                   : "import of %s stopped: inserted %lld, updated %lld, unchanged %lld, rejected %lld\n",

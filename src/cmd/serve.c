@@ -10,6 +10,7 @@
 #include "../base/util.h"
 #include "../domain/import.h"
 #include "../infra/cache.h"
+#include "../infra/redis.h"
 #include "../net/ratelimit_mw.h"
 #include "../net/respcache.h"
 #include "../net/server.h"
@@ -85,20 +86,35 @@ int cmd_serve(int argc, char **argv)
         s->ops->close(s);
         return 1;
     }
-    cache_t *cache = cfg->cache_mb > 0 ? cache_memory_open((size_t)cfg->cache_mb * 1024 * 1024) : NULL;
-    respcache_setup(cache, cfg->cache_ttl_ms);
+    /* with Redis the response cache is Redis, shared by every instance; otherwise in-process */
+    err_t e;
+    err_clear(&e);
+    redis_pool_t *redis = NULL;
+    cache_t *cache = NULL;
+    if (cfg->redis_url) {
+        if (!(redis = redis_open(cfg->redis_url, cfg->workers + cfg->threads, 250, &e))) {
+            fprintf(stderr, "hearth: %s\n", e.message);
+            s->ops->close(s);
+            return 2;
+        }
+        if (cfg->cache_mb > 0)
+            cache = cache_redis_open(redis);
+    } else if (cfg->cache_mb > 0) {
+        cache = cache_memory_open((size_t)cfg->cache_mb * 1024 * 1024);
+    }
+    respcache_setup(cache, cfg->cache_ttl_ms, redis, cfg->database_url);
+    g_app.redis = redis;
     g_app.cfg = cfg;
     g_app.store = s;
     g_app.started_at_us = time_now_us();
-    err_t e;
-    err_clear(&e);
     bool ok = ratelimit_mw_start(cfg, &e) && server_run(cfg, &e);
     if (!ok)
         fprintf(stderr, "hearth: %s\n", e.message);
     ratelimit_mw_stop();
-    respcache_setup(NULL, 0);
+    respcache_setup(NULL, 0, NULL, NULL);
     if (cache)
         cache->ops->close(cache);
+    redis_close(redis);
     s->ops->close(s);
     return ok ? 0 : 1;
 }

@@ -1,7 +1,8 @@
 /* cache: a bounded key-value cache with expiry, behind the same kind of interface as the store:
  * a struct of function pointers with a backend per file (cache_memory.c: an in-process sharded LRU).
  * Values are copied in and out, so nothing a caller holds can be freed under it. Every call is
- * thread-safe and never blocks on I/O, so the event loops may call it. */
+ * thread-safe. The memory backend never blocks, so the event loops may call it; the Redis backend
+ * waits for a round trip and says so in `blocking`. */
 #ifndef HEARTH_CACHE_H
 #define HEARTH_CACHE_H
 
@@ -30,9 +31,13 @@ typedef struct cache_ops {
 
 struct cache {
     const cache_ops_t *ops;
+    bool blocking; /* calls wait on the network: use from worker threads only */
 };
 
 /* An in-process LRU holding at most max_bytes of keys and values. */
 cache_t *cache_memory_open(size_t max_bytes);
+/* Redis, shared by every instance (see redis.h); blocking. */
+struct redis_pool;
+cache_t *cache_redis_open(struct redis_pool *redis);
 
 #endif

@@ -1,24 +1,84 @@
 /* respcache: see respcache.h. A value is status, content type, extra header lines and body, each
- * behind its length, in one blob. */
+ * behind its length, in one blob.
+ *
+ * The generation lives in this process (an atomic) or, with Redis, in Redis under a key of this
+ * database, so that a write through any instance makes every instance's entries stale at once. A
+ * bump that cannot reach Redis is remembered and made as soon as Redis answers again, so entries
+ * written before an outage are never served after it. */
 #include "respcache.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "router.h"
 
 static cache_t *store;
+static redis_pool_t *redis; /* the shared generation, when set */
+static char space[32];      /* key namespace: one per database, so deployments can share a Redis */
 static int ttl;
 static _Atomic uint64_t generation = 1;
+static _Atomic bool bump_pending;
 
-void respcache_setup(cache_t *cache, int ttl_ms)
+void respcache_setup(cache_t *cache, int ttl_ms, redis_pool_t *shared, const char *database_url)
 {
     store = cache;
     ttl = ttl_ms;
+    redis = shared;
+    uint64_t h = 1469598103934665603ull;
+    for (const char *s = database_url ? database_url : ""; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    snprintf(space, sizeof space, "%016llx", (unsigned long long)h);
 }
 
-void respcache_invalidate(void) { atomic_fetch_add(&generation, 1); }
+bool respcache_blocking(void) { return store && store->blocking; }
+
+static void redis_bump(void)
+{
+    redisReply *r = redis_cmd(redis, "INCR hearth:gen:%s", space);
+    atomic_store(&bump_pending, r == NULL);
+    if (r)
+        freeReplyObject(r);
+}
+
+void respcache_invalidate(void)
+{
+    atomic_fetch_add(&generation, 1);
+    if (redis)
+        redis_bump();
+}
+
+/* The current generation; 0 when it cannot be known (Redis unavailable): then nothing is cached.
+ * When Redis has come back from an outage that this instance saw, the generation is bumped first:
+ * a write made meanwhile (here or elsewhere) may have failed to bump it. */
+static _Atomic uint64_t seen_recoveries;
+
+static uint64_t current_generation(void)
+{
+    if (!redis)
+        return atomic_load(&generation);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        uint64_t rec = redis_recoveries(redis);
+        if (atomic_exchange(&seen_recoveries, rec) != rec)
+            atomic_store(&bump_pending, true);
+        if (atomic_load(&bump_pending)) {
+            redis_bump();
+            if (atomic_load(&bump_pending))
+                return 0;
+        }
+        redisReply *r = redis_cmd(redis, "GET hearth:gen:%s", space);
+        if (!r)
+            return 0;
+        uint64_t g = r->type == REDIS_REPLY_STRING ? strtoull(r->str, NULL, 10) + 1 : 1;
+        freeReplyObject(r);
+        if (redis_recoveries(redis) == rec)
+            return g; /* no recovery happened during this call */
+    }
+    return 0;
+}
 
 static bool cacheable(const http_request_t *req)
 {
@@ -29,7 +89,8 @@ static bool cacheable(const http_request_t *req)
 
 static size_t make_key(const http_request_t *req, char *key, size_t size)
 {
-    int n = snprintf(key, size, "%llu|%d|%s", (unsigned long long)req->cache_gen, req->route->index, req->target);
+    int n = snprintf(key, size, "%s|%llu|%d|%s", space, (unsigned long long)req->cache_gen, req->route->index,
+                     req->target);
     return n < 0 || (size_t)n >= size ? 0 : (size_t)n;
 }
 
@@ -48,7 +109,8 @@ bool respcache_lookup(http_request_t *req, http_response_t *res)
 {
     if (!cacheable(req))
         return false;
-    req->cache_gen = atomic_load(&generation);
+    if (!(req->cache_gen = current_generation()))
+        return false;
     char key[HTTP_MAX_URL + 64];
     size_t klen = make_key(req, key, sizeof key);
     if (!klen)
@@ -119,4 +181,90 @@ void respcache_render_metrics(buf_t *out)
                store->ops->name, (unsigned long long)st.hits, store->ops->name, (unsigned long long)st.misses,
                store->ops->name, (unsigned long long)st.evictions, store->ops->name, st.bytes, store->ops->name,
                st.entries);
+}
+
+/* Single flight: while one worker computes a response, others asking for the same key wait for
+ * it (up to a bound) instead of running the same query; then they read what it stored. Keys are
+ * told apart by hash; a rare collision only costs a wait. */
+#define FLIGHTS 64
+#define FLIGHT_WAIT_MS 2000
+
+static pthread_mutex_t flight_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t flight_cv = PTHREAD_COND_INITIALIZER;
+static uint64_t flights[FLIGHTS]; /* hashes in flight; 0 = free slot */
+
+static uint64_t key_hash(const http_request_t *req)
+{
+    char key[HTTP_MAX_URL + 64];
+    size_t n = make_key(req, key, sizeof key);
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+/* true: the caller computes (and must call flight_end); false: it waited for another */
+static bool flight_begin(uint64_t h, int *slot)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += FLIGHT_WAIT_MS / 1000;
+    pthread_mutex_lock(&flight_mu);
+    bool waited = false;
+    for (;;) {
+        int busy = -1, free_slot = -1;
+        for (int i = 0; i < FLIGHTS; i++) {
+            if (flights[i] == h)
+                busy = i;
+            else if (!flights[i] && free_slot < 0)
+                free_slot = i;
+        }
+        if (busy < 0) {
+            if (waited) {
+                pthread_mutex_unlock(&flight_mu);
+                return false;
+            }
+            *slot = free_slot; /* -1 when the table is full: compute without a slot */
+            if (free_slot >= 0)
+                flights[free_slot] = h;
+            pthread_mutex_unlock(&flight_mu);
+            return true;
+        }
+        waited = true;
+        if (pthread_cond_timedwait(&flight_cv, &flight_mu, &deadline) != 0) {
+            pthread_mutex_unlock(&flight_mu);
+            *slot = -1;
+            return true; /* waited long enough: compute anyway */
+        }
+    }
+}
+
+static void flight_end(int slot)
+{
+    if (slot < 0)
+        return;
+    pthread_mutex_lock(&flight_mu);
+    flights[slot] = 0;
+    pthread_cond_broadcast(&flight_cv);
+    pthread_mutex_unlock(&flight_mu);
+}
+
+void respcache_run(http_request_t *req, http_response_t *res, void (*handler)(http_request_t *, http_response_t *))
+{
+    if (respcache_blocking() && respcache_lookup(req, res))
+        return;
+    if (!req->cache_gen) { /* not cacheable */
+        handler(req, res);
+        return;
+    }
+    int slot = -1;
+    if (!flight_begin(key_hash(req), &slot)) {
+        buf_reset(&res->headers);
+        buf_reset(&res->body);
+        if (respcache_lookup(req, res))
+            return; /* the one we waited for stored it */
+    }
+    handler(req, res);
+    respcache_store(req, res);
+    flight_end(slot);
 }

@@ -317,9 +317,10 @@ static bool request_id_valid(const char *s)
 static void run_handler(uv_work_t *w)
 {
     conn_t *c = w->data;
-    c->req.route->handler(&c->req, &c->res);
     if (c->req.route->flags & ROUTE_CACHE)
-        respcache_store(&c->req, &c->res);
+        respcache_run(&c->req, &c->res, c->req.route->handler);
+    else
+        c->req.route->handler(&c->req, &c->res);
 }
 
 static void after_handler(uv_work_t *w, int status)
@@ -389,7 +390,7 @@ static void respond(conn_t *c)
         http_res_errorf(req, res, ERR_METHOD_NOT_ALLOWED, "%s is not allowed on %s", req->method_name, req->path);
     } else if (!ratelimit_mw_check(req, &c->rl)) {
         ratelimit_mw_reject(req, res, &c->rl); /* over its class's rate limit: 429, on the loop */
-    } else if ((req->route->flags & ROUTE_CACHE) && respcache_lookup(req, res)) {
+    } else if ((req->route->flags & ROUTE_CACHE) && !respcache_blocking() && respcache_lookup(req, res)) {
         /* answered from the cache, on the loop */
     } else if (req->route->flags & ROUTE_ON_LOOP) {
         req->route->handler(req, res);

@@ -44,6 +44,7 @@ def free_port():
 # database, so each server and the CLI commands run against it see exactly what they would see
 # with SQLite in that directory.
 TEST_PG = os.environ.get("HEARTH_TEST_PG")
+TEST_REDIS = os.environ.get("HEARTH_TEST_REDIS")  # with it, every server uses Redis too
 BACKEND = "postgres" if TEST_PG else "sqlite"
 _pg_databases = {}
 
@@ -71,6 +72,8 @@ def base_env(data_dir, extra=None):
     env["HEARTH_LOG_LEVEL"] = "warn"
     if TEST_PG:
         env["DATABASE_URL"] = pg_database_for(data_dir)
+    if TEST_REDIS:
+        env["REDIS_URL"] = TEST_REDIS
     if extra:
         for k, v in extra.items():
             if v is None:

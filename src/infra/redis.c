@@ -1,0 +1,197 @@
+/* redis: pool, timeouts and breaker; see redis.h. */
+#include "redis.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../base/log.h"
+#include "../base/util.h"
+
+#define BREAKER_NS 1000000000ull /* how long Redis is left alone after a failure */
+
+struct redis_pool {
+    char host[256], password[128];
+    int port, db, timeout_ms, size, nfree;
+    redisContext **free; /* idle connections */
+    pthread_mutex_t mu;
+    _Atomic uint64_t down_until; /* monotonic ns; 0 when up */
+    _Atomic bool down;
+    _Atomic uint64_t recoveries; /* times Redis came back after being seen down */
+};
+
+static bool parse_url(redis_pool_t *p, const char *url)
+{
+    const char *s = url;
+    if (strncmp(s, "redis://", 8) != 0)
+        return false;
+    s += 8;
+    const char *at = strchr(s, '@');
+    if (at) {
+        const char *colon = memchr(s, ':', (size_t)(at - s));
+        const char *pw = colon ? colon + 1 : s;
+        if ((size_t)(at - pw) >= sizeof p->password)
+            return false;
+        snprintf(p->password, sizeof p->password, "%.*s", (int)(at - pw), pw);
+        s = at + 1;
+    }
+    size_t hl = strcspn(s, ":/");
+    if (hl == 0 || hl >= sizeof p->host)
+        return false;
+    snprintf(p->host, sizeof p->host, "%.*s", (int)hl, s);
+    s += hl;
+    p->port = 6379;
+    if (*s == ':') {
+        char *end;
+        long port = strtol(s + 1, &end, 10);
+        if (end == s + 1 || port <= 0 || port > 65535)
+            return false;
+        p->port = (int)port;
+        s = end;
+    }
+    if (*s == '/' && s[1]) {
+        char *end;
+        long db = strtol(s + 1, &end, 10);
+        if (*end || db < 0 || db > 1000)
+            return false;
+        p->db = (int)db;
+    }
+    return true;
+}
+
+static void mark_down(redis_pool_t *p, const char *why)
+{
+    atomic_store(&p->down_until, time_mono_ns() + BREAKER_NS);
+    if (!atomic_exchange(&p->down, true))
+        log_warn("redis: unavailable (%s); going on without it", why);
+}
+
+static bool command_ok(redisContext *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    bool ok = r && r->type != REDIS_REPLY_ERROR;
+    if (r)
+        freeReplyObject(r);
+    return ok;
+}
+
+static redisContext *connect_one(redis_pool_t *p)
+{
+    struct timeval tv = {p->timeout_ms / 1000, (p->timeout_ms % 1000) * 1000};
+    redisContext *c = redisConnectWithTimeout(p->host, p->port, tv);
+    if (!c || c->err) {
+        mark_down(p, c ? c->errstr : "out of memory");
+        if (c)
+            redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    bool ok = true;
+    if (p->password[0])
+        ok = command_ok(c, "AUTH %s", p->password);
+    if (ok && p->db)
+        ok = command_ok(c, "SELECT %d", p->db);
+    if (!ok) {
+        mark_down(p, c->err ? c->errstr : "AUTH or SELECT refused");
+        redisFree(c);
+        return NULL;
+    }
+    return c;
+}
+
+redis_pool_t *redis_open(const char *url, int size, int timeout_ms, err_t *e)
+{
+    redis_pool_t *p = calloc(1, sizeof *p);
+    if (!parse_url(p, url)) {
+        free(p);
+        err_set(e, ERR_INTERNAL, "REDIS_URL: expected redis://[:password@]host[:port][/db]");
+        return NULL;
+    }
+    p->size = size;
+    p->timeout_ms = timeout_ms;
+    p->free = calloc((size_t)size, sizeof *p->free);
+    pthread_mutex_init(&p->mu, NULL);
+    redisContext *c = connect_one(p);
+    if (c)
+        p->free[p->nfree++] = c;
+    return p;
+}
+
+void redis_close(redis_pool_t *p)
+{
+    if (!p)
+        return;
+    for (int i = 0; i < p->nfree; i++)
+        redisFree(p->free[i]);
+    pthread_mutex_destroy(&p->mu);
+    free(p->free);
+    free(p);
+}
+
+bool redis_available(redis_pool_t *p) { return !atomic_load(&p->down); }
+
+redisReply *redis_cmd(redis_pool_t *p, const char *fmt, ...)
+{
+    uint64_t until = atomic_load(&p->down_until);
+    if (until && time_mono_ns() < until)
+        return NULL; /* the breaker is open */
+    pthread_mutex_lock(&p->mu);
+    redisContext *c = p->nfree ? p->free[--p->nfree] : NULL;
+    pthread_mutex_unlock(&p->mu);
+    if (!c && !(c = connect_one(p)))
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    if (!r || c->err) { /* I/O error or timeout: this connection is done, and so are the idle ones */
+        mark_down(p, c->err ? c->errstr : "no reply");
+        if (r)
+            freeReplyObject(r);
+        redisFree(c);
+        pthread_mutex_lock(&p->mu);
+        while (p->nfree)
+            redisFree(p->free[--p->nfree]);
+        pthread_mutex_unlock(&p->mu);
+        return NULL;
+    }
+    if (atomic_load(&p->down)) {
+        atomic_store(&p->down_until, 0);
+        if (atomic_exchange(&p->down, false)) {
+            atomic_fetch_add(&p->recoveries, 1);
+            log_info("redis: available again");
+        }
+    }
+    pthread_mutex_lock(&p->mu);
+    if (p->nfree < p->size)
+        p->free[p->nfree++] = c, c = NULL;
+    pthread_mutex_unlock(&p->mu);
+    if (c)
+        redisFree(c); /* more connections than the pool keeps */
+    if (r->type == REDIS_REPLY_ERROR) {
+        log_warn("redis: %s", r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+bool redis_ping(redis_pool_t *p, double *ms, err_t *e)
+{
+    uint64_t t0 = time_mono_ns();
+    atomic_store(&p->down_until, 0); /* a readiness probe always tries */
+    redisReply *r = redis_cmd(p, "PING");
+    *ms = (double)(time_mono_ns() - t0) / 1e6;
+    if (!r)
+        return err_set(e, ERR_UNAVAILABLE, "redis is unavailable");
+    freeReplyObject(r);
+    return true;
+}
+
+uint64_t redis_recoveries(redis_pool_t *p) { return atomic_load(&p->recoveries); }

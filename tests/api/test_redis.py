@@ -1,0 +1,111 @@
+"""Redis as the shared response cache: two instances on one PostgreSQL and one Redis read each
+other's writes at once (no stale cache), cache hits happen in Redis, and with Redis stopped reads
+still answer 200 (uncached) while readiness reports it; when Redis is back, caching resumes.
+Runs in the PostgreSQL pass of `make test`, on a PostgreSQL and Redis of its own."""
+import os
+import subprocess
+import time
+import unittest
+
+import harness
+from harness import Server
+
+SCRIPTS = os.environ.get("HEARTH_SCRIPTS") or os.path.join(harness.ROOT, "scripts")
+SERVICES = os.path.join(SCRIPTS, "services.sh")
+
+
+def services(*args):
+    return subprocess.run([SERVICES] + list(args), check=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=60).stdout
+
+
+def metric(server, name):
+    body = server.request("GET", "/metrics").raw.decode()
+    for line in body.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@unittest.skipUnless(harness.TEST_PG, "the PostgreSQL pass of make test sets HEARTH_TEST_PG")
+class RedisCacheTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        env = {}
+        for line in services("start").splitlines():
+            k, _, v = line.replace("export ", "", 1).partition("=")
+            env[k] = v
+        cls.dir = env["HEARTH_SERVICES_DIR"]
+        own = {"DATABASE_URL": env["DATABASE_URL"], "REDIS_URL": env["REDIS_URL"]}
+        cls.servers = []
+        try:
+            a = Server(env=own)
+            harness.run_cli(["import", os.path.join(harness.FIXTURES, "ames_small.csv"), "--format", "ames"],
+                            a.data_dir, own)
+            cls.servers = [a.start(), Server(env=own).start()]
+        except Exception:
+            for s in cls.servers:
+                s.cleanup()
+            services("stop", cls.dir)
+            raise
+        for s in cls.servers:  # the harness's own choices must not override ours
+            assert s.extra_env["DATABASE_URL"] == own["DATABASE_URL"]
+
+    @classmethod
+    def tearDownClass(cls):
+        codes = [s.stop() for s in cls.servers]
+        for s in cls.servers:
+            s.cleanup()
+        services("stop", cls.dir)
+        assert codes == [0, 0], codes
+
+    def wait_redis(self, server):
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if server.request("GET", "/health/ready").json["checks"]["redis"]["status"] == "ok":
+                return
+            time.sleep(0.1)
+        self.fail("redis did not become ready")
+
+    def test_write_through_one_read_through_other(self):
+        a, b = self.servers
+        for s in (a, b):
+            self.wait_redis(s)
+        hits = metric(b, "hearth_cache_hits_total")
+        for s in (a, b, a, b):  # both have it cached now
+            self.assertEqual(s.request("GET", "/api/properties/3").status, 200)
+        self.assertGreater(metric(b, "hearth_cache_hits_total"), hits, "b read what a cached")
+        list_before = b.request("GET", "/api/properties?limit=100&sort=price").json
+        for i in range(5):
+            title = "Changed through A, round %d" % i
+            r = a.request("PATCH", "/api/properties/3", body={"title": title})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(b.request("GET", "/api/properties/3").json["title"], title)
+            items = b.request("GET", "/api/properties?limit=100&sort=price").json["items"]
+            self.assertIn(title, [it["title"] for it in items])
+        self.assertEqual(len(items), len(list_before["items"]))
+
+    def test_redis_down_reads_still_answer(self):
+        a, b = self.servers
+        self.assertEqual(a.request("GET", "/api/properties/4").status, 200)
+        services("redis-stop", self.dir)
+        try:
+            for _ in range(20):
+                for s in (a, b):
+                    r = s.request("GET", "/api/properties/4", timeout=5)
+                    self.assertEqual(r.status, 200, r)
+            r = a.request("GET", "/health/ready")
+            self.assertEqual(r.json["checks"]["redis"]["status"], "unavailable")
+            self.assertEqual(r.json["status"], "degraded")
+            # a write while Redis is down must not leave stale entries behind when it returns
+            self.assertEqual(a.request("PATCH", "/api/properties/4", body={"title": "Written while Redis was down"}).status, 200)
+        finally:
+            services("redis-start", self.dir)
+        for s in (a, b):
+            self.wait_redis(s)
+        self.assertEqual(b.request("GET", "/api/properties/4").json["title"], "Written while Redis was down")
+        self.assertEqual(a.request("GET", "/api/properties/4").json["title"], "Written while Redis was down")
+
+
+if __name__ == "__main__":
+    harness.main()
