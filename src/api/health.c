@@ -1,5 +1,6 @@
-/* health: liveness (the process answers), readiness (each dependency answers, 503 if one does
- * not), the API summary, the Prometheus metrics and the OpenAPI document. */
+/* health: liveness (the process answers), readiness (each dependency answers: 503 when the
+ * database does not, "degraded" when only Redis does not), the API summary, the Prometheus metrics
+ * and the OpenAPI document. */
 #include <string.h>
 
 #include "../base/embed.h"

@@ -250,8 +250,8 @@ bool config_load(config_t *c, char *why, size_t n)
     }
 
     c->redis_url = env_str("REDIS_URL");
-    if (c->redis_url && strncmp(c->redis_url, "redis://", 8) != 0 && strncmp(c->redis_url, "rediss://", 9) != 0)
-        return fail(why, n, "REDIS_URL", "redis://HOST:PORT[/DB]", c->redis_url);
+    if (c->redis_url && strncmp(c->redis_url, "redis://", 8) != 0)
+        return fail(why, n, "REDIS_URL", "redis://[:PASSWORD@]HOST[:PORT][/DB] (TLS is not supported)", c->redis_url);
     c->s3_endpoint = env_str("S3_ENDPOINT");
     if (c->s3_endpoint && strncmp(c->s3_endpoint, "http://", 7) != 0 && strncmp(c->s3_endpoint, "https://", 8) != 0)
         return fail(why, n, "S3_ENDPOINT", "an http:// or https:// URL", c->s3_endpoint);

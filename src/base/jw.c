@@ -120,7 +120,7 @@ void jw_double(jw_t *w, double v)
         buf_puts(w->out, "null");
         return;
     }
-    if (v == (double)(int64_t)v && fabs(v) < 1e15) { /* whole numbers, the common case */
+    if (fabs(v) < 1e15 && v == (double)(int64_t)v) { /* whole numbers, the common case */
         put_i64(w->out, (int64_t)v);
         return;
     }

@@ -107,7 +107,7 @@ int cmd_serve(int argc, char **argv)
     g_app.cfg = cfg;
     g_app.store = s;
     g_app.started_at_us = time_now_us();
-    bool ok = ratelimit_mw_start(cfg, &e) && server_run(cfg, &e);
+    bool ok = ratelimit_mw_start(cfg, redis, &e) && server_run(cfg, &e);
     if (!ok)
         fprintf(stderr, "hearth: %s\n", e.message);
     ratelimit_mw_stop();

@@ -49,6 +49,7 @@ typedef struct ratelimit_ops {
 
 struct ratelimit {
     const ratelimit_ops_t *ops;
+    bool blocking; /* waits on the network: check on worker threads only */
 };
 
 /* An in-process table of at most max_keys keys (oldest TAT evicted first beyond that). */
@@ -56,6 +57,11 @@ ratelimit_t *ratelimit_memory_open(size_t max_keys);
 /* The memory backend's take at an explicit monotonic time, for tests of the arithmetic. */
 bool ratelimit_memory_take_at(ratelimit_t *rl, const char *key, size_t klen, const ratelimit_rule_t *rule,
                               uint64_t now_ns, ratelimit_result_t *out);
+
+/* Redis, one budget per key for every instance; `space` separates deployments sharing a Redis.
+ * deny_when_down: refuse (Retry-After 1 s) rather than allow while Redis is unavailable. */
+struct redis_pool;
+ratelimit_t *ratelimit_redis_open(struct redis_pool *redis, bool deny_when_down, const char *space);
 
 /* The GCRA step itself, shared by backends that keep TATs in nanoseconds: given the stored TAT
  * (0: none), fills `out` and returns the TAT to store (unchanged when refused). */

@@ -24,12 +24,21 @@ static int nclasses;
 static int *route_class; /* by position in app_routes: index into classes, or -1 */
 static int nroutes;
 
-bool ratelimit_mw_start(const config_t *cfg, err_t *e)
+bool ratelimit_mw_start(const config_t *cfg, struct redis_pool *redis, err_t *e)
 {
     ratelimit_mw_stop();
     if (cfg->nrate_rules == 0)
         return true;
-    backend = ratelimit_memory_open(RATELIMIT_MAX_KEYS);
+    if (redis) {
+        char space[24];
+        uint64_t h = 1469598103934665603ull; /* one key space per database, as the cache */
+        for (const char *s = cfg->database_url; *s; s++)
+            h = (h ^ (unsigned char)*s) * 1099511628211ull;
+        snprintf(space, sizeof space, "%016llx", (unsigned long long)h);
+        backend = ratelimit_redis_open(redis, cfg->rate_limit_redis_down_deny, space);
+    } else {
+        backend = ratelimit_memory_open(RATELIMIT_MAX_KEYS);
+    }
     nroutes = router_count();
     route_class = malloc((size_t)(nroutes ? nroutes : 1) * sizeof *route_class);
     if (!backend || !route_class) {
@@ -56,6 +65,8 @@ bool ratelimit_mw_start(const config_t *cfg, err_t *e)
     }
     return true;
 }
+
+bool ratelimit_mw_blocking(void) { return backend && backend->blocking; }
 
 void ratelimit_mw_stop(void)
 {

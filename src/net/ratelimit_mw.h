@@ -1,7 +1,8 @@
 /* ratelimit_mw: the rate limit step of the request path. Each route is in a class (router.h);
  * HEARTH_RATE_LIMITS gives classes their rules, and a request takes one unit from the budget of
  * its (class, client address) key before its handler runs or the response cache is consulted.
- * The checks run on the event loop: the backend must never block (the memory backend does not). */
+ * With the memory backend the check runs on the event loop; with Redis (shared budgets) it runs on
+ * the worker before the handler, and routes answered on the loop are not limited. */
 #ifndef HEARTH_RATELIMIT_MW_H
 #define HEARTH_RATELIMIT_MW_H
 
@@ -17,7 +18,9 @@
 
 /* Opens the backend the configuration asks for; with no rules, rate limiting stays off. The
  * backend is owned here until ratelimit_mw_stop. */
-bool ratelimit_mw_start(const config_t *cfg, err_t *e);
+bool ratelimit_mw_start(const config_t *cfg, struct redis_pool *redis, err_t *e);
+/* The backend waits on the network (Redis): the check runs on the worker, not the loop. */
+bool ratelimit_mw_blocking(void);
 void ratelimit_mw_stop(void);
 
 /* Takes one request from the budget of req's route class and client (req->peer). Returns false

@@ -1,5 +1,6 @@
-/* respcache: whole responses of GET routes marked ROUTE_CACHE, kept in the cache (infra/cache.h)
- * and served straight from the event loop on a hit, with no worker hop and no store access.
+/* respcache: whole responses of GET routes marked ROUTE_CACHE, kept in the cache (infra/cache.h).
+ * With the in-process cache a hit is served straight from the event loop, with no worker hop and
+ * no store access; with Redis the lookup waits on the network, so it runs on the worker.
  *
  * Freshness: every key carries a generation that each write through the API bumps before its
  * response is sent, so a client never reads a listing older than its own write. With Redis the

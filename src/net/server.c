@@ -317,6 +317,10 @@ static bool request_id_valid(const char *s)
 static void run_handler(uv_work_t *w)
 {
     conn_t *c = w->data;
+    if (ratelimit_mw_blocking() && !ratelimit_mw_check(&c->req, &c->rl)) {
+        ratelimit_mw_reject(&c->req, &c->res, &c->rl); /* shared budgets live in Redis: checked here */
+        return;
+    }
     if (c->req.route->flags & ROUTE_CACHE)
         respcache_run(&c->req, &c->res, c->req.route->handler);
     else
@@ -388,7 +392,7 @@ static void respond(conn_t *c)
     } else if (m == ROUTE_NO_METHOD) {
         http_res_header(res, "Allow", "%s", allow);
         http_res_errorf(req, res, ERR_METHOD_NOT_ALLOWED, "%s is not allowed on %s", req->method_name, req->path);
-    } else if (!ratelimit_mw_check(req, &c->rl)) {
+    } else if (!ratelimit_mw_blocking() && !ratelimit_mw_check(req, &c->rl)) {
         ratelimit_mw_reject(req, res, &c->rl); /* over its class's rate limit: 429, on the loop */
     } else if ((req->route->flags & ROUTE_CACHE) && !respcache_blocking() && respcache_lookup(req, res)) {
         /* answered from the cache, on the loop */

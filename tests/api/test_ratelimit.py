@@ -126,7 +126,7 @@ class RateLimitTest(ServerTestCase):
         self.assertTrue(m, body[-2000:])
         self.assertGreaterEqual(int(m.group(1)), 5)
         self.assertRegex(body, r'(?m)^hearth_ratelimit_allowed_total\{class="write"\} \d+$')
-        self.assertRegex(body, r'(?m)^hearth_ratelimit_keys\{backend="memory"\} \d+$')
+        self.assertRegex(body, r'(?m)^hearth_ratelimit_keys\{backend="(memory|redis)"\} \d+$')
         m = re.search(r'^hearth_http_requests_total\{route="/api/properties",method="GET",status="429"\} (\d+)$', body, re.M)
         self.assertTrue(m, "429s are counted by route too")
 

@@ -44,7 +44,7 @@ static void test_double_round_trips(void **state)
 {
     (void)state;
     double vs[] = {42.054035, -93.619754, 2.5, 0.1, 1e-7, 123456789.123, -0.000001, 3.14159265358979,
-                   1e20, -121.434879, 0.5, 1.0 / 3.0, 5e-324, 1.7976931348623157e308, -0.0};
+                   1e20, -121.434879, 0.5, 1.0 / 3.0, 5e-324, 1.7976931348623157e308, -0.0, 3.44444e+119, -1e300};
     for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) {
         const char *s = write_one(dbl, &vs[i]);
         assert_true(strtod(s, NULL) == vs[i]);

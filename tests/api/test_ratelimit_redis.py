@@ -1,0 +1,78 @@
+"""Rate limits shared through Redis: two instances draw on one budget per client, the headers
+agree, and with Redis stopped the configured behaviour (allow) holds. Runs in the PostgreSQL pass
+of `make test`, on a PostgreSQL and Redis of its own."""
+import os
+import subprocess
+import unittest
+
+import harness
+from harness import Server
+
+SCRIPTS = os.environ.get("HEARTH_SCRIPTS") or os.path.join(harness.ROOT, "scripts")
+SERVICES = os.path.join(SCRIPTS, "services.sh")
+
+
+def services(*args):
+    return subprocess.run([SERVICES] + list(args), check=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=60).stdout
+
+
+@unittest.skipUnless(harness.TEST_PG, "the PostgreSQL pass of make test sets HEARTH_TEST_PG")
+class SharedRateLimitTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        env = {}
+        for line in services("start").splitlines():
+            k, _, v = line.replace("export ", "", 1).partition("=")
+            env[k] = v
+        cls.dir = env["HEARTH_SERVICES_DIR"]
+        own = {"DATABASE_URL": env["DATABASE_URL"], "REDIS_URL": env["REDIS_URL"],
+               "HEARTH_RATE_LIMITS": "read=6/min", "HEARTH_RATE_LIMIT_REDIS_DOWN": "allow"}
+        cls.servers = []
+        try:
+            cls.servers = [Server(env=own).start(), Server(env=own).start()]
+        except Exception:
+            for s in cls.servers:
+                s.cleanup()
+            services("stop", cls.dir)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        codes = [s.stop() for s in cls.servers]
+        for s in cls.servers:
+            s.cleanup()
+        services("stop", cls.dir)
+        assert codes == [0, 0], codes
+
+    def test_one_budget_for_two_instances(self):
+        a, b = self.servers
+        remaining = []
+        for i in range(6):
+            r = (a, b)[i % 2].request("GET", "/api/properties?limit=1")
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.headers["ratelimit-limit"], "6")
+            remaining.append(int(r.headers["ratelimit-remaining"]))
+        self.assertEqual(remaining, [5, 4, 3, 2, 1, 0])
+        for s in (a, b):
+            r = s.request("GET", "/api/properties?limit=1")
+            self.assertEqual(r.status, 429, r)
+            self.assertEqual(r.json["error"]["code"], "rate_limited")
+            self.assertGreaterEqual(int(r.headers["retry-after"]), 1)
+            self.assertEqual(r.headers["ratelimit-remaining"], "0")
+
+    def test_redis_down_allows(self):
+        a, _ = self.servers
+        hdrs = {"X-Forwarded-For": "198.51.100.7"}  # a client of its own (no trusted proxy: same key)
+        services("redis-stop", self.dir)
+        try:
+            for _ in range(10):
+                r = a.request("GET", "/api/properties/1", headers=hdrs)
+                self.assertIn(r.status, (200, 404), r)
+                self.assertNotIn("ratelimit-limit", r.headers)
+        finally:
+            services("redis-start", self.dir)
+
+
+if __name__ == "__main__":
+    harness.main()
