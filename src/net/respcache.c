@@ -87,11 +87,57 @@ static bool cacheable(const http_request_t *req)
            !http_header(req, "If-None-Match") && !http_header(req, "If-Match");
 }
 
+typedef struct qpart {
+    const char *s;
+    size_t len, name_len;
+    int pos;
+} qpart_t;
+
+static int qpart_cmp(const void *a, const void *b)
+{
+    const qpart_t *x = a, *y = b;
+    size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+    int c = memcmp(x->s, y->s, n);
+    if (c == 0 && x->name_len != y->name_len)
+        c = x->name_len < y->name_len ? -1 : 1;
+    return c ? c : x->pos - y->pos; /* equal names keep their order: the last one still wins */
+}
+
+/* The key: namespace, generation, route and the path with its query parameters in a canonical
+ * order (by name; empty pieces dropped), so ?a=1&b=2 and ?b=2&a=1 share one entry. */
 static size_t make_key(const http_request_t *req, char *key, size_t size)
 {
-    int n = snprintf(key, size, "%s|%llu|%d|%s", space, (unsigned long long)req->cache_gen, req->route->index,
-                     req->target);
-    return n < 0 || (size_t)n >= size ? 0 : (size_t)n;
+    const char *target = req->target, *qm = strchr(target, '?');
+    int n = snprintf(key, size, "%s|%llu|%d|%.*s", space, (unsigned long long)req->cache_gen, req->route->index,
+                     (int)(qm ? qm - target : (long)strlen(target)), target);
+    if (n < 0 || (size_t)n >= size)
+        return 0;
+    if (!qm)
+        return (size_t)n;
+    qpart_t parts[64];
+    int np = 0;
+    for (const char *p = qm + 1; *p;) {
+        size_t len = strcspn(p, "&");
+        if (len) {
+            if (np == 64)
+                return 0; /* too many to order: not cached */
+            const char *eq = memchr(p, '=', len);
+            parts[np] = (qpart_t){p, len, eq ? (size_t)(eq - p) : len, np};
+            np++;
+        }
+        p += len + (p[len] == '&');
+    }
+    qsort(parts, (size_t)np, sizeof parts[0], qpart_cmp);
+    size_t used = (size_t)n;
+    for (int i = 0; i < np; i++) {
+        if (used + parts[i].len + 2 >= size)
+            return 0;
+        key[used++] = i ? '&' : '?';
+        memcpy(key + used, parts[i].s, parts[i].len);
+        used += parts[i].len;
+    }
+    key[used] = '\0';
+    return used;
 }
 
 static void put_u32(buf_t *b, uint32_t v) { buf_append(b, &v, sizeof v); }

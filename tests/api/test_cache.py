@@ -42,6 +42,20 @@ class CacheTest(ServerTestCase):
             self.request("GET", "/api/properties?limit=3&sort=-price")
         self.assertGreaterEqual(self.cache_hits() - before, 2)
 
+    def test_parameter_order_shares_an_entry(self):
+        first = self.request("GET", "/api/properties?sort=price&limit=3&min_bedrooms=2")
+        self.assertEqual(first.status, 200)
+        before = self.cache_hits()
+        again = self.request("GET", "/api/properties?min_bedrooms=2&limit=3&sort=price")
+        self.assertEqual(again.status, 200)
+        self.assertEqual(again.json, first.json)
+        self.assertEqual(self.cache_hits() - before, 1, "the reordered query was answered from the cache")
+        # a repeated parameter keeps its meaning (the last one wins) in the canonical order
+        a = self.request("GET", "/api/properties?limit=1&sort=price&limit=2").json
+        b = self.request("GET", "/api/properties?sort=price&limit=1&limit=2").json
+        self.assertEqual(len(a["items"]), 2)
+        self.assertEqual(a, b)
+
     def test_request_id_not_replayed(self):
         for i in range(5):
             r = self.request("GET", "/api/properties?limit=3&sort=price", headers={"X-Request-ID": "hit-%d" % i})
