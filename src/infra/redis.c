@@ -92,6 +92,7 @@ static redisContext *connect_one(redis_pool_t *p)
         return NULL;
     }
     redisSetTimeout(c, tv);
+    redisEnableKeepAlive(c);
     bool ok = true;
     if (p->password[0])
         ok = command_ok(c, "AUTH %s", p->password);
@@ -136,30 +137,43 @@ void redis_close(redis_pool_t *p)
 
 bool redis_available(redis_pool_t *p) { return !atomic_load(&p->down); }
 
-redisReply *redis_cmd(redis_pool_t *p, const char *fmt, ...)
+/* Runs the command on a pooled connection. A pooled connection may have died while idle (Redis
+ * restarted, its idle timeout, a NAT): an I/O error on a reused connection is retried once on a
+ * fresh one before Redis is declared unavailable. */
+static redisReply *command(redis_pool_t *p, bool bypass_breaker, const char *fmt, va_list ap)
 {
     uint64_t until = atomic_load(&p->down_until);
-    if (until && time_mono_ns() < until)
+    if (!bypass_breaker && until && time_mono_ns() < until)
         return NULL; /* the breaker is open */
     pthread_mutex_lock(&p->mu);
     redisContext *c = p->nfree ? p->free[--p->nfree] : NULL;
     pthread_mutex_unlock(&p->mu);
-    if (!c && !(c = connect_one(p)))
-        return NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
-    va_end(ap);
-    if (!r || c->err) { /* I/O error or timeout: this connection is done, and so are the idle ones */
-        mark_down(p, c->err ? c->errstr : "no reply");
+    bool reused = c != NULL;
+    redisReply *r = NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!c && !(c = connect_one(p)))
+            return NULL;
+        va_list aq;
+        va_copy(aq, ap);
+        r = redisvCommand(c, fmt, aq);
+        va_end(aq);
+        if (r && !c->err)
+            break;
+        char why[128];
+        snprintf(why, sizeof why, "%s", c->err ? c->errstr : "no reply");
         if (r)
             freeReplyObject(r);
+        r = NULL;
         redisFree(c);
-        pthread_mutex_lock(&p->mu);
+        c = NULL;
+        pthread_mutex_lock(&p->mu); /* its idle siblings are suspect too */
         while (p->nfree)
             redisFree(p->free[--p->nfree]);
         pthread_mutex_unlock(&p->mu);
-        return NULL;
+        if (!reused || attempt == 1) {
+            mark_down(p, why);
+            return NULL;
+        }
     }
     if (atomic_load(&p->down)) {
         atomic_store(&p->down_until, 0);
@@ -175,18 +189,38 @@ redisReply *redis_cmd(redis_pool_t *p, const char *fmt, ...)
     if (c)
         redisFree(c); /* more connections than the pool keeps */
     if (r->type == REDIS_REPLY_ERROR) {
-        log_warn("redis: %s", r->str);
+        static _Atomic uint64_t last_log_ns;
+        uint64_t now = time_mono_ns(), last = atomic_load(&last_log_ns);
+        if (now - last > 1000000000ull && atomic_compare_exchange_strong(&last_log_ns, &last, now))
+            log_warn("redis: %s", r->str); /* at most one line a second (OOM, READONLY, ...) */
         freeReplyObject(r);
         return NULL;
     }
     return r;
 }
 
+redisReply *redis_cmd(redis_pool_t *p, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = command(p, false, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+static redisReply *probe(redis_pool_t *p, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = command(p, true, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
 bool redis_ping(redis_pool_t *p, double *ms, err_t *e)
 {
     uint64_t t0 = time_mono_ns();
-    atomic_store(&p->down_until, 0); /* a readiness probe always tries */
-    redisReply *r = redis_cmd(p, "PING");
+    redisReply *r = probe(p, "PING"); /* a readiness probe always tries, past the breaker */
     *ms = (double)(time_mono_ns() - t0) / 1e6;
     if (!r)
         return err_set(e, ERR_UNAVAILABLE, "redis is unavailable");

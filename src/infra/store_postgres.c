@@ -70,20 +70,28 @@ static void ignore_notice(void *arg, const char *message)
     (void)arg, (void)message;
 }
 
-static bool conn_connect(pg_store_t *s, pg_conn_t *c, err_t *e)
+/* Connects `c`; on failure `detail` (may be NULL) receives libpq's reason. */
+static bool conn_connect(pg_store_t *s, pg_conn_t *c, err_t *e, char *detail, size_t dlen)
 {
     if (c->db)
         PQfinish(c->db);
     stmt_cache_clear(c);
-    const char *keys[] = {"dbname", "connect_timeout", "options", "application_name", NULL};
-    const char *vals[] = {s->url, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT, "hearth", NULL};
+    /* keepalives and tcp_user_timeout: a server host that vanishes (failover, partition) is noticed
+     * in seconds, not after the kernel's quarter of an hour of retransmissions */
+    const char *keys[] = {"dbname", "connect_timeout", "options", "application_name", "keepalives",
+                          "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout", NULL};
+    const char *vals[] = {s->url, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT, "hearth", "1", "5", "2", "3", "10000", NULL};
     c->db = PQconnectdbParams(keys, vals, 1);
     if (PQstatus(c->db) != CONNECTION_OK) {
         const char *msg = c->db ? PQerrorMessage(c->db) : "out of memory";
         char line[256];
         snprintf(line, sizeof line, "%s", msg);
         line[strcspn(line, "\n")] = '\0';
-        err_set(e, ERR_UNAVAILABLE, "the database is unavailable: %s", line);
+        log_warn("postgres: cannot connect: %s", line);
+        /* the reason (host, port, user) is for the log and the command line, not for API clients */
+        err_set(e, ERR_UNAVAILABLE, "the database is unavailable, try again");
+        if (detail)
+            snprintf(detail, dlen, "%s", line);
         PQfinish(c->db);
         c->db = NULL;
         return false;
@@ -109,7 +117,9 @@ store_t *store_postgres_open(const char *url, int pool_size, err_t *e)
         s->conns[i].base.store = &s->base;
     /* one connection now, so a wrong URL or a server that is down stops start-up with its reason;
      * the others connect when first used */
-    if (!conn_connect(s, &s->conns[0], e)) {
+    char detail[256] = "";
+    if (!conn_connect(s, &s->conns[0], e, detail, sizeof detail)) {
+        err_set(e, ERR_UNAVAILABLE, "the database is unavailable: %s", detail);
         free(s->conns);
         free(s->url);
         free(s);
@@ -171,7 +181,7 @@ static store_conn_t *pg_acquire(store_t *base, int timeout_ms, err_t *e)
     c->busy = true;
     s->in_use++;
     pthread_mutex_unlock(&s->mu);
-    if ((!c->db || PQstatus(c->db) != CONNECTION_OK) && !conn_connect(s, c, e)) {
+    if ((!c->db || PQstatus(c->db) != CONNECTION_OK) && !conn_connect(s, c, e, NULL, 0)) {
         pool_put(s, c);
         return NULL;
     }
@@ -227,9 +237,7 @@ static bool pg_fail(pg_conn_t *c, PGresult *r, err_t *e, const char *what)
     return err_set(e, ERR_INTERNAL, "%s: %s", what, msg);
 }
 
-/* Runs `sql` with text parameters as a prepared statement (prepared on first use per connection).
- * Returns the result when its status is `want`, else NULL with `e` set. */
-static PGresult *run(pg_conn_t *c, const char *sql, int n, const char *const *vals, ExecStatusType want, err_t *e)
+static PGresult *run_once(pg_conn_t *c, const char *sql, int n, const char *const *vals, ExecStatusType want, err_t *e)
 {
     pg_stmt_t *hit = NULL, *victim = &c->cache[0];
     for (int i = 0; i < STMT_CACHE && !hit; i++) {
@@ -266,13 +274,42 @@ static PGresult *run(pg_conn_t *c, const char *sql, int n, const char *const *va
     return r;
 }
 
+/* Runs `sql` with text parameters as a prepared statement (prepared on first use per connection).
+ * Returns the result when its status is `want`, else NULL with `e` set. A connection found dead at
+ * the first statement outside a transaction (the server restarted since it was last used) is
+ * reconnected and the statement tried once more, so a restart costs clients nothing. */
+static PGresult *run(pg_conn_t *c, const char *sql, int n, const char *const *vals, ExecStatusType want, err_t *e)
+{
+    bool idle = c->db && PQtransactionStatus(c->db) == PQTRANS_IDLE;
+    PGresult *r = run_once(c, sql, n, vals, want, e);
+    if (r || c->db || !idle)
+        return r;
+    err_t again;
+    err_clear(&again);
+    if (!conn_connect((pg_store_t *)c->base.store, c, &again, NULL, 0))
+        return NULL; /* still down: the first error stands */
+    err_clear(e);
+    return run_once(c, sql, n, vals, want, e);
+}
+
 static bool exec_simple(pg_conn_t *c, const char *sql, err_t *e)
 {
-    PGresult *r = PQexec(c->db, sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
-        return pg_fail(c, r, e, "exec");
-    PQclear(r);
-    return true;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool idle = c->db && PQtransactionStatus(c->db) == PQTRANS_IDLE;
+        PGresult *r = PQexec(c->db, sql);
+        if (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK) {
+            PQclear(r);
+            return true;
+        }
+        pg_fail(c, r, e, "exec");
+        err_t again;
+        err_clear(&again);
+        /* as in run(): a connection that died while idle is reconnected once */
+        if (c->db || !idle || attempt || !conn_connect((pg_store_t *)c->base.store, c, &again, NULL, 0))
+            return false;
+        err_clear(e);
+    }
+    return false;
 }
 
 static bool pg_ping(store_conn_t *cb, err_t *e)
@@ -304,7 +341,7 @@ static int pg_migrate(store_t *base, err_t *e)
     qsort(files, (size_t)n, sizeof *files, cmp_embed);
     char lock[96];
     snprintf(lock, sizeof lock, "SELECT pg_advisory_lock(%lld)", (long long)MIGRATION_LOCK);
-    if (!exec_simple(c, lock, e) ||
+    if (!exec_simple(c, "SET statement_timeout = 0", e) || !exec_simple(c, lock, e) ||
         !exec_simple(c, "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL,"
                         " applied_at BIGINT NOT NULL)",
                      e))
@@ -360,15 +397,16 @@ static int pg_migrate(store_t *base, err_t *e)
     PQclear(r);
     snprintf(lock, sizeof lock, "SELECT pg_advisory_unlock(%lld)", (long long)MIGRATION_LOCK);
     exec_simple(c, lock, e);
+    exec_simple(c, "RESET statement_timeout", e);
     pg_release(base, cb);
     return applied;
 fail:
-    pg_release(base, cb); /* rolls back; the session lock goes with the connection */
-    if (c->db) {
+    if (c->db) { /* drop the session: its lock and settings go with it */
         PQfinish(c->db);
         c->db = NULL;
         stmt_cache_clear(c);
     }
+    pg_release(base, cb);
     return -1;
 }
 
@@ -593,11 +631,14 @@ static bool pg_property_create(store_conn_t *cb, property_t *p, err_t *e)
     return ok;
 }
 
-static bool exists(pg_conn_t *c, int64_t id, arena_t *a, err_t *e)
+/* 1 the row exists, 0 it does not, -1 the question failed (`e` set). */
+static int exists(pg_conn_t *c, int64_t id, arena_t *a, err_t *e)
 {
     const char *v[] = {arena_printf(a, "%lld", (long long)id)};
     PGresult *r = run(c, "SELECT 1 FROM properties WHERE id = $1", 1, v, PGRES_TUPLES_OK, e);
-    bool found = r && PQntuples(r) == 1;
+    if (!r)
+        return -1;
+    int found = PQntuples(r) == 1;
     PQclear(r);
     return found;
 }
@@ -611,9 +652,10 @@ static bool pg_property_update(store_conn_t *cb, property_t *p, int64_t expect_v
     if (ok) {
         int rc = update_row(c, p, expect_version, &a, e);
         if (rc == 0) {
-            if (exists(c, p->id, &a, e))
+            int ex = exists(c, p->id, &a, e);
+            if (ex == 1)
                 err_set(e, ERR_PRECONDITION, "the property has changed since version %lld", (long long)expect_version);
-            else
+            else if (ex == 0)
                 err_set(e, ERR_NOT_FOUND, "no property with id %lld", (long long)p->id);
         }
         ok = commit_or_rollback(c, rc == 1, e);
@@ -635,9 +677,10 @@ static bool pg_property_delete(store_conn_t *cb, int64_t id, int64_t expect_vers
         ok = atoi(PQcmdTuples(r)) == 1;
         PQclear(r);
         if (!ok) {
-            if (expect_version && exists(c, id, &a, e))
+            int ex = expect_version ? exists(c, id, &a, e) : 0;
+            if (ex == 1)
                 err_set(e, ERR_PRECONDITION, "the property has changed since version %lld", (long long)expect_version);
-            else
+            else if (ex == 0)
                 err_set(e, ERR_NOT_FOUND, "no property with id %lld", (long long)id);
         }
     }
@@ -685,7 +728,11 @@ static bool pg_property_upsert_batch(store_conn_t *cb, property_t *rows, int n, 
                 p->version = old.version;
                 results[i] = UPSERT_UNCHANGED;
             } else {
-                ok = update_row(c, p, old.version, &a, e) == 1;
+                int rc = update_row(c, p, old.version, &a, e);
+                if (rc == 0) /* changed by someone else since the read above */
+                    err_set(e, ERR_CONFLICT, "the row for %s/%s changed during the import; run it again", p->source,
+                            p->external_id);
+                ok = rc == 1;
                 results[i] = UPSERT_UPDATED;
             }
         } else {

@@ -122,7 +122,10 @@ static size_t make_key(const http_request_t *req, char *key, size_t size)
             if (np == 64)
                 return 0; /* too many to order: not cached */
             const char *eq = memchr(p, '=', len);
-            parts[np] = (qpart_t){p, len, eq ? (size_t)(eq - p) : len, np};
+            size_t name_len = eq ? (size_t)(eq - p) : len;
+            if (memchr(p, '%', name_len) || memchr(p, '+', name_len))
+                return 0; /* an encoded name could equal another once decoded: not cached */
+            parts[np] = (qpart_t){p, len, name_len, np};
             np++;
         }
         p += len + (p[len] == '&');
@@ -159,8 +162,10 @@ bool respcache_lookup(http_request_t *req, http_response_t *res)
         return false;
     char key[HTTP_MAX_URL + 64];
     size_t klen = make_key(req, key, sizeof key);
-    if (!klen)
+    if (!klen) {
+        req->cache_gen = 0; /* no key: this request is not cached at all */
         return false;
+    }
     buf_t v;
     buf_init(&v);
     bool hit = store->ops->get(store, key, klen, &v);

@@ -56,6 +56,13 @@ class CacheTest(ServerTestCase):
         self.assertEqual(len(a["items"]), 2)
         self.assertEqual(a, b)
 
+    def test_encoded_names_do_not_share_entries(self):
+        # %63ity decodes to city: the last one wins, so these two mean different cities
+        a = self.request("GET", "/api/properties?city=Ames&%63ity=Sacramento&limit=50")
+        b = self.request("GET", "/api/properties?%63ity=Sacramento&city=Ames&limit=50")
+        self.assertEqual({i["city"] for i in a.json["items"]}, {"Sacramento"})
+        self.assertEqual({i["city"] for i in b.json["items"]}, {"Ames"})
+
     def test_request_id_not_replayed(self):
         for i in range(5):
             r = self.request("GET", "/api/properties?limit=3&sort=price", headers={"X-Request-ID": "hit-%d" % i})
