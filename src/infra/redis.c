@@ -14,7 +14,7 @@
 #define BREAKER_NS 1000000000ull /* how long Redis is left alone after a failure */
 
 struct redis_pool {
-    char host[256], password[128];
+    char host[256], user[128], password[128];
     int port, db, timeout_ms, size, nfree;
     redisContext **free; /* idle connections */
     pthread_mutex_t mu;
@@ -29,12 +29,14 @@ static bool parse_url(redis_pool_t *p, const char *url)
     if (strncmp(s, "redis://", 8) != 0)
         return false;
     s += 8;
-    const char *at = strchr(s, '@');
-    if (at) {
+    const char *at = strrchr(s, '@'); /* the last one: a password may contain '@' */
+    if (at) { /* [user]:password@ or password@ */
         const char *colon = memchr(s, ':', (size_t)(at - s));
         const char *pw = colon ? colon + 1 : s;
-        if ((size_t)(at - pw) >= sizeof p->password)
+        if ((size_t)(at - pw) >= sizeof p->password || (colon && (size_t)(colon - s) >= sizeof p->user))
             return false;
+        if (colon)
+            snprintf(p->user, sizeof p->user, "%.*s", (int)(colon - s), s);
         snprintf(p->password, sizeof p->password, "%.*s", (int)(at - pw), pw);
         s = at + 1;
     }
@@ -94,7 +96,9 @@ static redisContext *connect_one(redis_pool_t *p)
     redisSetTimeout(c, tv);
     redisEnableKeepAlive(c);
     bool ok = true;
-    if (p->password[0])
+    if (p->password[0] && p->user[0]) /* Redis 6 ACL user */
+        ok = command_ok(c, "AUTH %s %s", p->user, p->password);
+    else if (p->password[0])
         ok = command_ok(c, "AUTH %s", p->password);
     if (ok && p->db)
         ok = command_ok(c, "SELECT %d", p->db);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../base/util.h"
 #include "router.h"
 
 static cache_t *store;
@@ -72,7 +73,21 @@ static uint64_t current_generation(void)
         redisReply *r = redis_cmd(redis, "GET hearth:gen:%s", space);
         if (!r)
             return 0;
-        uint64_t g = r->type == REDIS_REPLY_STRING ? strtoull(r->str, NULL, 10) + 1 : 1;
+        if (r->type != REDIS_REPLY_STRING) {
+            /* no generation yet (or it was lost: eviction, a restore): start from the clock, so a
+             * lost counter never comes back to numbers that old entries still carry */
+            freeReplyObject(r);
+            r = redis_cmd(redis, "SET hearth:gen:%s %lld NX", space, (long long)time_now_us());
+            if (r)
+                freeReplyObject(r);
+            r = redis_cmd(redis, "GET hearth:gen:%s", space);
+            if (!r || r->type != REDIS_REPLY_STRING) {
+                if (r)
+                    freeReplyObject(r);
+                return 0;
+            }
+        }
+        uint64_t g = strtoull(r->str, NULL, 10) + 1;
         freeReplyObject(r);
         if (redis_recoveries(redis) == rec)
             return g; /* no recovery happened during this call */
