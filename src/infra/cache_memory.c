@@ -1,7 +1,12 @@
-/* cache_memory: the in-process cache backend. Sixteen shards, each a chained hash table with an
- * LRU list under its own mutex, so loops on different threads rarely meet on a lock. Each shard
- * holds a sixteenth of the byte budget and evicts from its LRU tail when a put would pass it;
- * expired entries are dropped when met. */
+/* cache_memory: the in-process cache backend. Sixteen shards, each a chained hash table under its
+ * own mutex, so loops on different threads rarely meet on a lock. Each shard holds a sixteenth of
+ * the byte budget.
+ *
+ * Eviction is segmented LRU: a new entry enters a probation list; a hit moves it to a protected
+ * list (at most 80% of the shard), whose overflow falls back to probation. Evictions take the
+ * probation tail first, so a burst of one-off keys (a scan, a crawler) cannot flush the entries
+ * that are asked for again and again, which a plain LRU lets happen. Expired entries are dropped
+ * when met. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -14,7 +19,8 @@
 
 typedef struct entry {
     struct entry *hnext;        /* hash chain */
-    struct entry *prev, *next;  /* LRU list: head is most recent */
+    struct entry *prev, *next;  /* its segment's LRU list: head is most recent */
+    int seg;                    /* PROBATION or PROTECTED */
     uint64_t hash;
     uint64_t expires_ns;
     size_t klen, vlen;
@@ -25,8 +31,12 @@ typedef struct shard {
     pthread_mutex_t mu;
     entry_t **table;
     size_t nbuckets, count, bytes, max_bytes;
-    entry_t *head, *tail;
+    entry_t *head[2], *tail[2];
+    size_t seg_bytes[2];
 } shard_t;
+
+enum { PROBATION, PROTECTED };
+#define PROTECTED_SHARE 0.8
 
 typedef struct mem_cache {
     cache_t base;
@@ -53,26 +63,43 @@ static size_t entry_size(const entry_t *e) { return sizeof *e + e->klen + e->vle
 
 static void lru_unlink(shard_t *s, entry_t *e)
 {
+    int g = e->seg;
     if (e->prev)
         e->prev->next = e->next;
     else
-        s->head = e->next;
+        s->head[g] = e->next;
     if (e->next)
         e->next->prev = e->prev;
     else
-        s->tail = e->prev;
+        s->tail[g] = e->prev;
     e->prev = e->next = NULL;
+    s->seg_bytes[g] -= entry_size(e);
 }
 
-static void lru_push(shard_t *s, entry_t *e)
+static void lru_push(shard_t *s, entry_t *e, int g)
 {
+    e->seg = g;
     e->prev = NULL;
-    e->next = s->head;
-    if (s->head)
-        s->head->prev = e;
-    s->head = e;
-    if (!s->tail)
-        s->tail = e;
+    e->next = s->head[g];
+    if (s->head[g])
+        s->head[g]->prev = e;
+    s->head[g] = e;
+    if (!s->tail[g])
+        s->tail[g] = e;
+    s->seg_bytes[g] += entry_size(e);
+}
+
+/* A hit: to the head of the protected list, whose overflow goes back to probation. */
+static void promote(shard_t *s, entry_t *e)
+{
+    lru_unlink(s, e);
+    lru_push(s, e, PROTECTED);
+    size_t cap = (size_t)((double)s->max_bytes * PROTECTED_SHARE);
+    while (s->seg_bytes[PROTECTED] > cap && s->tail[PROTECTED] != e) {
+        entry_t *old = s->tail[PROTECTED];
+        lru_unlink(s, old);
+        lru_push(s, old, PROBATION);
+    }
 }
 
 static void remove_entry(shard_t *s, entry_t *e)
@@ -124,8 +151,7 @@ static bool mem_get(cache_t *base, const char *key, size_t klen, buf_t *out)
         e = NULL;
     }
     if (e) {
-        lru_unlink(s, e);
-        lru_push(s, e);
+        promote(s, e);
         buf_append(out, e->data + e->klen, e->vlen);
     }
     pthread_mutex_unlock(&s->mu);
@@ -155,8 +181,8 @@ static void mem_put(cache_t *base, const char *key, size_t klen, const void *val
     entry_t *old = find(s, h, key, klen);
     if (old)
         remove_entry(s, old);
-    while (s->tail && s->bytes + need > s->max_bytes) {
-        remove_entry(s, s->tail);
+    while ((s->tail[PROBATION] || s->tail[PROTECTED]) && s->bytes + need > s->max_bytes) {
+        remove_entry(s, s->tail[PROBATION] ? s->tail[PROBATION] : s->tail[PROTECTED]);
         evicted++;
     }
     if (s->count + 1 > s->nbuckets)
@@ -164,7 +190,7 @@ static void mem_put(cache_t *base, const char *key, size_t klen, const void *val
     entry_t **slot = &s->table[BUCKET(h, s->nbuckets)];
     n->hnext = *slot;
     *slot = n;
-    lru_push(s, n);
+    lru_push(s, n, PROBATION);
     s->count++;
     s->bytes += need;
     pthread_mutex_unlock(&s->mu);
@@ -195,10 +221,11 @@ static void mem_close(cache_t *base)
     mem_cache_t *c = (mem_cache_t *)base;
     for (int i = 0; i < SHARDS; i++) {
         shard_t *s = &c->shards[i];
-        for (entry_t *e = s->head, *next; e; e = next) {
-            next = e->next;
-            free(e);
-        }
+        for (int g = 0; g < 2; g++)
+            for (entry_t *e = s->head[g], *next; e; e = next) {
+                next = e->next;
+                free(e);
+            }
         free(s->table);
         pthread_mutex_destroy(&s->mu);
     }
