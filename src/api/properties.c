@@ -7,12 +7,14 @@
  * If-Match it is the client's 412. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "../base/util.h"
 #include "../net/respcache.h"
 #include "app.h"
 
 #define MAX_FILTER_TEXT 200
+#define PATCH_ATTEMPTS 16 /* read-merge-write rounds a PATCH without If-Match may lose to others */
 
 static bool q_int(const http_query_t *q, const char *name, int lo, int hi, int *out, bool *given, err_t *e)
 {
@@ -363,7 +365,7 @@ void properties_patch(http_request_t *req, http_response_t *res)
         return;
     property_t p;
     bool ok = false;
-    for (int attempt = 0; attempt < 5; attempt++) {
+    for (int attempt = 0; attempt < PATCH_ATTEMPTS; attempt++) {
         err_clear(&e);
         if (!g_app.store->ops->property_get(c, id, req->arena, &p, &e))
             break;
@@ -378,8 +380,13 @@ void properties_patch(http_request_t *req, http_response_t *res)
         ok = g_app.store->ops->property_update(c, &p, read_version, &e);
         if (ok || e.code != ERR_PRECONDITION || if_match)
             break; /* retry only a race the client did not guard against itself */
-        if (attempt == 4)
+        if (attempt == PATCH_ATTEMPTS - 1) {
             err_set(&e, ERR_CONFLICT, "the property is being changed by others; try again");
+            break;
+        }
+        /* every round of a race has a winner; a short random pause spreads the losers out */
+        struct timespec pause = {0, (long)(rand_fast() % 2000000) + 200000};
+        nanosleep(&pause, NULL);
     }
     app_store_done(c);
     if (!ok) {
