@@ -239,6 +239,8 @@ static bool pg_fail(pg_conn_t *c, PGresult *r, err_t *e, const char *what)
 
 static PGresult *run_once(pg_conn_t *c, const char *sql, int n, const char *const *vals, ExecStatusType want, err_t *e)
 {
+    bool retry_prepare = false;
+again:;
     pg_stmt_t *hit = NULL, *victim = &c->cache[0];
     for (int i = 0; i < STMT_CACHE && !hit; i++) {
         pg_stmt_t *st = &c->cache[i];
@@ -268,6 +270,16 @@ static PGresult *run_once(pg_conn_t *c, const char *sql, int n, const char *cons
     hit->last_used = ++c->tick;
     PGresult *r = PQexecPrepared(c->db, hit->name, n, vals, NULL, NULL, 0);
     if (PQresultStatus(r) != want) {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        if (state && strcmp(state, "26000") == 0 && !retry_prepare) {
+            /* the server no longer has the statement (a pooler in front switched sessions, or
+             * DISCARD ALL): forget it and prepare it again, once */
+            PQclear(r);
+            free(hit->sql);
+            hit->sql = NULL;
+            retry_prepare = true;
+            goto again;
+        }
         pg_fail(c, r, e, "query");
         return NULL;
     }

@@ -19,6 +19,10 @@ typedef struct rate_class {
 
 /* Set by ratelimit_mw_start before the server runs, read-only while it runs. */
 static ratelimit_t *backend;
+/* With Redis, an in-process limiter with the same rules runs first, on the loop: what this instance
+ * alone has seen from a client is a part of what Redis counts, so when it refuses, Redis would too.
+ * It turns a flood from one client away before it takes a place in the worker queue. */
+static ratelimit_t *local;
 static rate_class_t classes[CONFIG_MAX_RATE_CLASSES];
 static int nclasses;
 static int *route_class; /* by position in app_routes: index into classes, or -1 */
@@ -36,6 +40,7 @@ bool ratelimit_mw_start(const config_t *cfg, struct redis_pool *redis, err_t *e)
             h = (h ^ (unsigned char)*s) * 1099511628211ull;
         snprintf(space, sizeof space, "%016llx", (unsigned long long)h);
         backend = ratelimit_redis_open(redis, cfg->rate_limit_redis_down_deny, space);
+        local = ratelimit_memory_open(RATELIMIT_MAX_KEYS);
     } else {
         backend = ratelimit_memory_open(RATELIMIT_MAX_KEYS);
     }
@@ -72,16 +77,31 @@ void ratelimit_mw_stop(void)
 {
     if (backend)
         backend->ops->close(backend);
-    backend = NULL;
+    if (local)
+        local->ops->close(local);
+    backend = local = NULL;
     free(route_class);
     route_class = NULL;
     nroutes = nclasses = 0;
 }
 
-bool ratelimit_mw_check(const http_request_t *req, ratelimit_result_t *out)
+static bool take(ratelimit_t *rl, const http_request_t *req, ratelimit_result_t *out);
+
+bool ratelimit_mw_check(const http_request_t *req, ratelimit_result_t *out) { return take(backend, req, out); }
+
+bool ratelimit_mw_check_local(const http_request_t *req, ratelimit_result_t *out)
+{
+    if (!local) {
+        memset(out, 0, sizeof *out);
+        return true;
+    }
+    return take(local, req, out);
+}
+
+static bool take(ratelimit_t *rl, const http_request_t *req, ratelimit_result_t *out)
 {
     memset(out, 0, sizeof *out);
-    if (!backend || !req->route)
+    if (!rl || !req->route)
         return true;
     int pos = (int)(req->route - app_routes);
     if (pos < 0 || pos >= nroutes || route_class[pos] < 0)
@@ -91,8 +111,9 @@ bool ratelimit_mw_check(const http_request_t *req, ratelimit_result_t *out)
     int n = snprintf(key, sizeof key, "%s %s", k->name, req->peer);
     if (n < 0 || (size_t)n >= sizeof key)
         n = (int)sizeof key - 1;
-    bool ok = backend->ops->take(backend, key, (size_t)n, &k->rule, out);
-    atomic_fetch_add_explicit(ok ? &k->allowed : &k->limited, 1, memory_order_relaxed);
+    bool ok = rl->ops->take(rl, key, (size_t)n, &k->rule, out);
+    if (rl == backend || !ok) /* the first pass's passes are counted by the backend's decision */
+        atomic_fetch_add_explicit(ok ? &k->allowed : &k->limited, 1, memory_order_relaxed);
     return ok;
 }
 

@@ -2,7 +2,8 @@
  * HEARTH_RATE_LIMITS gives classes their rules, and a request takes one unit from the budget of
  * its (class, client address) key before its handler runs or the response cache is consulted.
  * With the memory backend the check runs on the event loop; with Redis (shared budgets) it runs on
- * the worker before the handler, and routes answered on the loop are not limited. */
+ * the worker before the handler, after an in-process first pass on the loop with the same rules
+ * (which also limits the routes answered on the loop). */
 #ifndef HEARTH_RATELIMIT_MW_H
 #define HEARTH_RATELIMIT_MW_H
 
@@ -27,6 +28,8 @@ void ratelimit_mw_stop(void);
  * when the request is over the limit; `out` then holds the figures for the 429. out->limit is 0
  * when no limit applies (rate limiting off, an exempt route or a class without a rule). */
 bool ratelimit_mw_check(const http_request_t *req, ratelimit_result_t *out);
+/* With Redis: the in-process first pass on the loop (true, with out->limit 0, when there is none). */
+bool ratelimit_mw_check_local(const http_request_t *req, ratelimit_result_t *out);
 /* The 429 body (error code rate_limited) for a refused request. */
 void ratelimit_mw_reject(const http_request_t *req, http_response_t *res, const ratelimit_result_t *r);
 /* Appends the header lines "RateLimit-Limit/-Remaining/-Reset" (and Retry-After when refused). */
