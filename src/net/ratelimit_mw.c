@@ -19,9 +19,11 @@ typedef struct rate_class {
 
 /* Set by ratelimit_mw_start before the server runs, read-only while it runs. */
 static ratelimit_t *backend;
-/* With Redis, an in-process limiter with the same rules runs first, on the loop: what this instance
- * alone has seen from a client is a part of what Redis counts, so when it refuses, Redis would too.
- * It turns a flood from one client away before it takes a place in the worker queue. */
+/* With Redis, an in-process limiter with the same rules runs first, on the loop: it counts what
+ * this instance alone has seen from a client, so it refuses only a client that this instance has
+ * already seen use its whole budget. It turns a flood from one client away before it takes a place
+ * in the worker queue. It can be stricter than the shared budget for a moment: requests the shared
+ * budget refused (or let through while Redis was down) still count here until they refill. */
 static ratelimit_t *local;
 static rate_class_t classes[CONFIG_MAX_RATE_CLASSES];
 static int nclasses;
