@@ -274,11 +274,12 @@ void properties_create(http_request_t *req, http_response_t *res)
         return;
     bool ok = g_app.store->ops->property_create(c, &p, &e);
     app_store_done(c);
+    if (ok || e.code == ERR_UNAVAILABLE)
+        respcache_invalidate(); /* a lost connection may still have committed */
     if (!ok) {
         http_res_error(req, res, &e);
         return;
     }
-    respcache_invalidate();
     write_property(res, 201, &p);
     http_res_header(res, "Location", "/api/properties/%lld", (long long)p.id);
 }
@@ -389,11 +390,12 @@ void properties_patch(http_request_t *req, http_response_t *res)
         nanosleep(&pause, NULL);
     }
     app_store_done(c);
+    if (ok || e.code == ERR_UNAVAILABLE)
+        respcache_invalidate(); /* a lost connection may still have committed */
     if (!ok) {
         http_res_error(req, res, &e);
         return;
     }
-    respcache_invalidate();
     write_property(res, 200, &p);
 }
 
@@ -422,10 +424,11 @@ void properties_delete(http_request_t *req, http_response_t *res)
     if (ok)
         ok = g_app.store->ops->property_delete(c, id, expect, &e);
     app_store_done(c);
+    if (ok || e.code == ERR_UNAVAILABLE)
+        respcache_invalidate(); /* a lost connection may still have committed */
     if (!ok) {
         http_res_error(req, res, &e);
         return;
     }
-    respcache_invalidate();
     res->status = 204;
 }

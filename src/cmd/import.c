@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "../base/config.h"
 #include "../base/error.h"
@@ -76,7 +77,17 @@ static void invalidate_shared_cache(const config_t *cfg)
     if (!redis)
         return;
     respcache_setup(NULL, 0, redis, cfg->database_url);
-    respcache_invalidate();
+    bool told = false;
+    for (int attempt = 0; attempt < 3 && !told; attempt++) {
+        if (attempt) {
+            struct timespec pause = {0, 200 * 1000000L};
+            nanosleep(&pause, NULL);
+        }
+        told = respcache_invalidate();
+    }
+    if (!told)
+        fprintf(stderr, "hearth import: Redis did not answer; other instances' caches show the new rows "
+                        "within HEARTH_CACHE_TTL_MS\n");
     respcache_setup(NULL, 0, NULL, NULL);
     redis_close(redis);
 }

@@ -45,11 +45,12 @@ static void redis_bump(void)
         freeReplyObject(r);
 }
 
-void respcache_invalidate(void)
+bool respcache_invalidate(void)
 {
     atomic_fetch_add(&generation, 1);
     if (redis)
         redis_bump();
+    return !atomic_load(&bump_pending);
 }
 
 /* The current generation; 0 when it cannot be known (Redis unavailable): then nothing is cached.

@@ -28,8 +28,9 @@ void respcache_run(http_request_t *req, http_response_t *res, void (*handler)(ht
 bool respcache_lookup(http_request_t *req, http_response_t *res);
 /* Keeps a 200 response for the request looked up before. */
 void respcache_store(const http_request_t *req, const http_response_t *res);
-/* Everything cached so far is stale. */
-void respcache_invalidate(void);
+/* Everything cached so far is stale. false when the shared generation in Redis could not be bumped
+ * (it is bumped at the next chance; meanwhile other instances may serve for up to the TTL). */
+bool respcache_invalidate(void);
 void respcache_render_metrics(buf_t *out);
 
 #endif
