@@ -22,7 +22,7 @@ run: build
 	$(BUILD)/hearth serve --demo
 
 # The whole suite: every test on the embedded default (SQLite), the API tests again on PostgreSQL
-# (+ Redis) started by scripts/services.sh, everything under ASan + UBSan, and a short run of every
+# (+ Redis) started by scripts/services.sh, both again under ASan + UBSan, and a short run of every
 # fuzzer.
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
@@ -39,6 +39,9 @@ test-asan: deps
 	@cmake --build $(ASAN) -j$(JOBS)
 	cd $(ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j$(JOBS)
+	@scripts/with-services.sh sh -c 'cd $(ASAN) && HEARTH_TEST_PG="$$DATABASE_URL" HEARTH_TEST_REDIS="$$REDIS_URL" \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest -L api --output-on-failure -j$(JOBS)'
 
 # libFuzzer targets (clang); fuzz-smoke runs each for FUZZ_SECONDS over its seed corpus.
 fuzz: deps

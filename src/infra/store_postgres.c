@@ -215,7 +215,11 @@ static void pg_stats(store_t *base, store_stats_t *out)
 /* Turns a failed result into an error value; the connection is dropped when it is broken. */
 static bool pg_fail(pg_conn_t *c, PGresult *r, err_t *e, const char *what)
 {
-    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    char statebuf[8] = ""; /* copied: the field lives in `r`, which is cleared below */
+    const char *field = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (field)
+        snprintf(statebuf, sizeof statebuf, "%s", field);
+    const char *state = field ? statebuf : NULL;
     char msg[256];
     snprintf(msg, sizeof msg, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(c->db));
     msg[strcspn(msg, "\n")] = '\0';
