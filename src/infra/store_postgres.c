@@ -18,6 +18,7 @@
 #include "../base/embed.h"
 #include "../base/log.h"
 #include "../base/util.h"
+#include "pool.h"
 #include "store.h"
 #include "store_sql.h"
 
@@ -38,7 +39,6 @@ typedef struct pg_conn {
     pg_stmt_t cache[STMT_CACHE];
     int next_name;
     uint64_t tick;
-    bool busy;
 } pg_conn_t;
 
 typedef struct pg_store {
@@ -46,10 +46,7 @@ typedef struct pg_store {
     char *url;
     int size;
     pg_conn_t *conns;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int in_use;
-    uint64_t acquires, waits, timeouts;
+    pool_t pool; /* lends out conns[] by index */
 } pg_store_t;
 
 static const store_ops_t postgres_ops;
@@ -107,12 +104,7 @@ store_t *store_postgres_open(const char *url, int pool_size, err_t *e)
     s->url = strdup(url);
     s->size = pool_size;
     s->conns = calloc((size_t)pool_size, sizeof *s->conns);
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    pool_init(&s->pool, pool_size);
     for (int i = 0; i < pool_size; i++)
         s->conns[i].base.store = &s->base;
     /* one connection now, so a wrong URL or a server that is down stops start-up with its reason;
@@ -136,53 +128,21 @@ static void pg_close(store_t *base)
         if (s->conns[i].db)
             PQfinish(s->conns[i].db);
     }
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
+    pool_destroy(&s->pool);
     free(s->conns);
     free(s->url);
     free(s);
 }
 
-static void pool_put(pg_store_t *s, pg_conn_t *c)
-{
-    pthread_mutex_lock(&s->mu);
-    c->busy = false;
-    s->in_use--;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
 static store_conn_t *pg_acquire(store_t *base, int timeout_ms, err_t *e)
 {
     pg_store_t *s = (pg_store_t *)base;
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L)
-        deadline.tv_sec++, deadline.tv_nsec -= 1000000000L;
-    pthread_mutex_lock(&s->mu);
-    s->acquires++;
-    bool waited = false;
-    while (s->in_use == s->size) {
-        if (!waited)
-            s->waits++, waited = true;
-        if (pthread_cond_timedwait(&s->cv, &s->mu, &deadline) == ETIMEDOUT && s->in_use == s->size) {
-            s->timeouts++;
-            pthread_mutex_unlock(&s->mu);
-            err_set(e, ERR_UNAVAILABLE, "all database connections are busy, try again");
-            return NULL;
-        }
-    }
-    pg_conn_t *c = NULL;
-    for (int i = 0; i < s->size && !c; i++)
-        if (!s->conns[i].busy)
-            c = &s->conns[i];
-    c->busy = true;
-    s->in_use++;
-    pthread_mutex_unlock(&s->mu);
+    int slot = pool_acquire(&s->pool, timeout_ms, e);
+    if (slot < 0)
+        return NULL;
+    pg_conn_t *c = &s->conns[slot];
     if ((!c->db || PQstatus(c->db) != CONNECTION_OK) && !conn_connect(s, c, e, NULL, 0)) {
-        pool_put(s, c);
+        pool_release(&s->pool, slot);
         return NULL;
     }
     return &c->base;
@@ -195,20 +155,11 @@ static void pg_release(store_t *base, store_conn_t *cb)
         PGresult *r = PQexec(c->db, "ROLLBACK");
         PQclear(r);
     }
-    pool_put((pg_store_t *)base, c);
+    pg_store_t *s = (pg_store_t *)base;
+    pool_release(&s->pool, (int)(c - s->conns));
 }
 
-static void pg_stats(store_t *base, store_stats_t *out)
-{
-    pg_store_t *s = (pg_store_t *)base;
-    pthread_mutex_lock(&s->mu);
-    out->pool_size = s->size;
-    out->in_use = s->in_use;
-    out->acquires = s->acquires;
-    out->waits = s->waits;
-    out->timeouts = s->timeouts;
-    pthread_mutex_unlock(&s->mu);
-}
+static void pg_stats(store_t *base, store_stats_t *out) { pool_stats(&((pg_store_t *)base)->pool, out); }
 
 /* Statements ---------------------------------------------------------------------------------- */
 

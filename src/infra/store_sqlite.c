@@ -19,6 +19,7 @@
 #include "../base/jw.h"
 #include "../base/log.h"
 #include "../base/util.h"
+#include "pool.h"
 #include "store.h"
 #include "store_sql.h"
 
@@ -36,7 +37,6 @@ typedef struct sq_conn {
     sqlite3 *db;
     stmt_entry_t cache[STMT_CACHE];
     uint64_t tick;
-    bool busy;
 } sq_conn_t;
 
 typedef struct sq_store {
@@ -44,10 +44,7 @@ typedef struct sq_store {
     char *path;
     int size;
     sq_conn_t *conns;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int in_use;
-    uint64_t acquires, waits, timeouts;
+    pool_t pool; /* lends out conns[] by index */
 } sq_store_t;
 
 static const store_ops_t sqlite_ops;
@@ -182,12 +179,7 @@ store_t *store_sqlite_open(const char *path, int pool_size, err_t *e)
     s->path = strdup(path);
     s->size = pool_size;
     s->conns = calloc((size_t)pool_size, sizeof *s->conns);
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_condattr_t ca; /* waits measured on the monotonic clock: a clock step cannot stretch them */
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    pool_init(&s->pool, pool_size);
     for (int i = 0; i < pool_size; i++) {
         if (!conn_open(s, &s->conns[i], e)) {
             for (int j = 0; j < i; j++)
@@ -206,8 +198,7 @@ static void sq_close(store_t *base)
     sq_store_t *s = (sq_store_t *)base;
     for (int i = 0; i < s->size; i++)
         conn_close(&s->conns[i]);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
+    pool_destroy(&s->pool);
     free(s->conns);
     free(s->path);
     free(s);
@@ -216,35 +207,8 @@ static void sq_close(store_t *base)
 static store_conn_t *sq_acquire(store_t *base, int timeout_ms, err_t *e)
 {
     sq_store_t *s = (sq_store_t *)base;
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L)
-        deadline.tv_sec++, deadline.tv_nsec -= 1000000000L;
-    pthread_mutex_lock(&s->mu);
-    s->acquires++;
-    bool waited = false;
-    while (s->in_use == s->size) {
-        if (!waited)
-            s->waits++, waited = true;
-        if (pthread_cond_timedwait(&s->cv, &s->mu, &deadline) == ETIMEDOUT && s->in_use == s->size) {
-            s->timeouts++;
-            pthread_mutex_unlock(&s->mu);
-            err_set(e, ERR_UNAVAILABLE, "all database connections are busy, try again");
-            return NULL;
-        }
-    }
-    sq_conn_t *c = NULL;
-    for (int i = 0; i < s->size; i++)
-        if (!s->conns[i].busy) {
-            c = &s->conns[i];
-            break;
-        }
-    c->busy = true;
-    s->in_use++;
-    pthread_mutex_unlock(&s->mu);
-    return &c->base;
+    int slot = pool_acquire(&s->pool, timeout_ms, e);
+    return slot < 0 ? NULL : &s->conns[slot].base;
 }
 
 static void sq_release(store_t *base, store_conn_t *cb)
@@ -253,24 +217,10 @@ static void sq_release(store_t *base, store_conn_t *cb)
     sq_conn_t *c = (sq_conn_t *)cb;
     if (!sqlite3_get_autocommit(c->db)) /* a transaction left open by an error path */
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-    pthread_mutex_lock(&s->mu);
-    c->busy = false;
-    s->in_use--;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
+    pool_release(&s->pool, (int)(c - s->conns));
 }
 
-static void sq_stats(store_t *base, store_stats_t *out)
-{
-    sq_store_t *s = (sq_store_t *)base;
-    pthread_mutex_lock(&s->mu);
-    out->pool_size = s->size;
-    out->in_use = s->in_use;
-    out->acquires = s->acquires;
-    out->waits = s->waits;
-    out->timeouts = s->timeouts;
-    pthread_mutex_unlock(&s->mu);
-}
+static void sq_stats(store_t *base, store_stats_t *out) { pool_stats(&((sq_store_t *)base)->pool, out); }
 
 static bool sq_ping(store_conn_t *cb, err_t *e)
 {

@@ -60,6 +60,25 @@ def pg_database_for(data_dir):
     return base.rsplit("/", 1)[0] + "/" + name + ("?" + query if query else "")
 
 
+SCRIPTS = os.environ.get("HEARTH_SCRIPTS") or os.path.join(ROOT, "scripts")
+
+
+def services(*args):
+    """Runs scripts/services.sh ARGS (start, stop DIR, pg-stop DIR, redis-start DIR, ...); returns stdout."""
+    return subprocess.run([os.path.join(SCRIPTS, "services.sh")] + list(args), check=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60).stdout
+
+
+def start_services():
+    """A PostgreSQL and Redis of the caller's own (to stop or break without disturbing other tests):
+    returns {"DATABASE_URL", "REDIS_URL", "HEARTH_SERVICES_DIR"}; stop with services("stop", dir)."""
+    env = {}
+    for line in services("start").splitlines():
+        k, _, v = line.replace("export ", "", 1).partition("=")
+        env[k] = v
+    return env
+
+
 def base_env(data_dir, extra=None):
     env = dict(os.environ)
     # never inherit settings of a developer's shell that would change what we test

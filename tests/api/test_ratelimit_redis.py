@@ -2,29 +2,17 @@
 agree, and with Redis stopped the configured behaviour (allow) holds. Runs in the PostgreSQL pass
 of `make test`, on a PostgreSQL and Redis of its own."""
 import os
-import subprocess
 import unittest
 
 import harness
-from harness import Server
-
-SCRIPTS = os.environ.get("HEARTH_SCRIPTS") or os.path.join(harness.ROOT, "scripts")
-SERVICES = os.path.join(SCRIPTS, "services.sh")
-
-
-def services(*args):
-    return subprocess.run([SERVICES] + list(args), check=True, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, timeout=60).stdout
+from harness import Server, services, start_services
 
 
 @unittest.skipUnless(harness.TEST_PG, "the PostgreSQL pass of make test sets HEARTH_TEST_PG")
 class SharedRateLimitTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        env = {}
-        for line in services("start").splitlines():
-            k, _, v = line.replace("export ", "", 1).partition("=")
-            env[k] = v
+        env = start_services()
         cls.dir = env["HEARTH_SERVICES_DIR"]
         own = {"DATABASE_URL": env["DATABASE_URL"], "REDIS_URL": env["REDIS_URL"],
                "HEARTH_RATE_LIMITS": "read=6/min", "HEARTH_RATE_LIMIT_REDIS_DOWN": "allow",

@@ -3,20 +3,11 @@ other's writes at once (no stale cache), cache hits happen in Redis, and with Re
 still answer 200 (uncached) while readiness reports it; when Redis is back, caching resumes.
 Runs in the PostgreSQL pass of `make test`, on a PostgreSQL and Redis of its own."""
 import os
-import subprocess
 import time
 import unittest
 
 import harness
-from harness import Server
-
-SCRIPTS = os.environ.get("HEARTH_SCRIPTS") or os.path.join(harness.ROOT, "scripts")
-SERVICES = os.path.join(SCRIPTS, "services.sh")
-
-
-def services(*args):
-    return subprocess.run([SERVICES] + list(args), check=True, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, timeout=60).stdout
+from harness import Server, services, start_services
 
 
 def metric(server, name):
@@ -31,10 +22,7 @@ def metric(server, name):
 class RedisCacheTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        env = {}
-        for line in services("start").splitlines():
-            k, _, v = line.replace("export ", "", 1).partition("=")
-            env[k] = v
+        env = start_services()
         cls.dir = env["HEARTH_SERVICES_DIR"]
         own = {"DATABASE_URL": env["DATABASE_URL"], "REDIS_URL": env["REDIS_URL"]}
         cls.servers = []
