@@ -296,6 +296,15 @@ long b64url_decode(const char *in, size_t n, void *out)
     return j;
 }
 
+uint64_t hash_fnv1a(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 1099511628211ull;
+    return h ^ (h >> 29);
+}
+
 bool str_ieq(const char *a, const char *b) { return strcasecmp(a, b) == 0; }
 
 bool str_nieq(const char *a, size_t an, const char *b)

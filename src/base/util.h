@@ -38,6 +38,9 @@ size_t b64url_encode(const void *in, size_t n, char *out); /* out needs 4*ceil(n
 /* returns decoded length, or -1 on bad input; out needs 3*n/4+3 bytes */
 long b64url_decode(const char *in, size_t n, void *out);
 
+/* FNV-1a over n bytes, with the high bits folded in: for hash tables and short stable names. */
+uint64_t hash_fnv1a(const void *p, size_t n);
+
 bool str_ieq(const char *a, const char *b);
 bool str_nieq(const char *a, size_t an, const char *b); /* a[0..an) equals NUL-terminated b, ASCII case-insensitive */
 

@@ -51,14 +51,6 @@ static const cache_ops_t memory_ops;
  * so the keys of one shard spread over all of its buckets. */
 #define BUCKET(h, nbuckets) (((h) >> 4) & ((nbuckets)-1))
 
-static uint64_t hash_key(const char *k, size_t n)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)k[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
-}
-
 static size_t entry_size(const entry_t *e) { return sizeof *e + e->klen + e->vlen; }
 
 static void lru_unlink(shard_t *s, entry_t *e)
@@ -142,7 +134,7 @@ static void grow(shard_t *s)
 static bool mem_get(cache_t *base, const char *key, size_t klen, buf_t *out)
 {
     mem_cache_t *c = (mem_cache_t *)base;
-    uint64_t h = hash_key(key, klen);
+    uint64_t h = hash_fnv1a(key, klen);
     shard_t *s = &c->shards[h & (SHARDS - 1)];
     pthread_mutex_lock(&s->mu);
     entry_t *e = find(s, h, key, klen);
@@ -162,7 +154,7 @@ static bool mem_get(cache_t *base, const char *key, size_t klen, buf_t *out)
 static void mem_put(cache_t *base, const char *key, size_t klen, const void *val, size_t vlen, int ttl_ms)
 {
     mem_cache_t *c = (mem_cache_t *)base;
-    uint64_t h = hash_key(key, klen);
+    uint64_t h = hash_fnv1a(key, klen);
     shard_t *s = &c->shards[h & (SHARDS - 1)];
     size_t need = sizeof(entry_t) + klen + vlen;
     if (need > s->max_bytes / 4 || ttl_ms <= 0)

@@ -73,14 +73,6 @@ uint64_t ratelimit_gcra(uint64_t tat_ns, uint64_t now_ns, const ratelimit_rule_t
 
 /* The table -------------------------------------------------------------------------------------*/
 
-static uint64_t hash_key(const char *k, size_t n)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)k[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
-}
-
 static void heap_set(shard_t *s, size_t i, entry_t *e)
 {
     s->heap[i] = e;
@@ -189,7 +181,7 @@ bool ratelimit_memory_take_at(ratelimit_t *base, const char *key, size_t klen, c
                               uint64_t now_ns, ratelimit_result_t *out)
 {
     mem_ratelimit_t *rl = (mem_ratelimit_t *)base;
-    uint64_t h = hash_key(key, klen);
+    uint64_t h = hash_fnv1a(key, klen);
     shard_t *s = &rl->shards[h & (SHARDS - 1)];
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < EXPIRE_PER_CALL && s->count && s->heap[0]->tat_ns <= now_ns; i++)

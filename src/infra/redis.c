@@ -139,6 +139,12 @@ void redis_close(redis_pool_t *p)
     free(p);
 }
 
+void redis_keyspace(const char *database_url, char *out)
+{
+    const char *u = database_url ? database_url : "";
+    snprintf(out, 17, "%016llx", (unsigned long long)hash_fnv1a(u, strlen(u)));
+}
+
 bool redis_available(redis_pool_t *p) { return !atomic_load(&p->down); }
 
 /* Runs the command on a pooled connection. A pooled connection may have died while idle (Redis

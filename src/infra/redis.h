@@ -18,6 +18,9 @@ typedef struct redis_pool redis_pool_t;
  * start-up; an unreachable server is not fatal (the breaker opens). NULL on a malformed URL. */
 redis_pool_t *redis_open(const char *url, int size, int timeout_ms, err_t *e);
 void redis_close(redis_pool_t *p);
+/* The key space of one deployment in a shared Redis: 16 hex digits naming its database, so that
+ * deployments sharing one Redis keep apart. `out` needs 17 bytes. */
+void redis_keyspace(const char *database_url, char *out);
 /* Runs one command; NULL when Redis is unavailable or answered an error. Free with freeReplyObject. */
 redisReply *redis_cmd(redis_pool_t *p, const char *fmt, ...);
 /* Round trip of a PING, in ms; false when unavailable. */

@@ -6,9 +6,7 @@
  * found broken (the server restarted, the network dropped) is reconnected when it is next acquired;
  * while the server is down, acquire fails at once with ERR_UNAVAILABLE, which clients see as a 503.
  * Every statement runs under a statement timeout and every connect under a connect timeout. */
-#include <errno.h>
 #include <libpq-fe.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -665,55 +663,37 @@ static bool pg_property_count(store_conn_t *cb, int64_t *out, err_t *e)
     return true;
 }
 
+static int pg_upsert_find(store_conn_t *cb, const property_t *p, arena_t *a, property_t *old, err_t *e)
+{
+    const char *v[] = {p->source, p->external_id};
+    PGresult *r = run((pg_conn_t *)cb, "SELECT " STORE_COLUMNS " FROM properties p WHERE p.source = $1 AND p.external_id = $2",
+                      2, v, PGRES_TUPLES_OK, e);
+    if (!r)
+        return -1;
+    int found = PQntuples(r) == 1;
+    if (found)
+        row_read(r, 0, old, a);
+    PQclear(r);
+    return found;
+}
+
+static int pg_upsert_update(store_conn_t *cb, property_t *p, int64_t expect_version, arena_t *a, err_t *e)
+{
+    return update_row((pg_conn_t *)cb, p, expect_version, a, e);
+}
+
+static bool pg_upsert_insert(store_conn_t *cb, property_t *p, arena_t *a, err_t *e)
+{
+    return insert_row((pg_conn_t *)cb, p, a, e);
+}
+
 static bool pg_property_upsert_batch(store_conn_t *cb, property_t *rows, int n, upsert_result_t *results, err_t *e)
 {
+    static const upsert_steps_t steps = {pg_upsert_find, pg_upsert_update, pg_upsert_insert};
     pg_conn_t *c = (pg_conn_t *)cb;
-    arena_t a;
-    arena_init(&a);
-    buf_t k1, k2;
-    buf_init(&k1);
-    buf_init(&k2);
-    bool ok = in_tx(c, e);
-    for (int i = 0; ok && i < n; i++) {
-        property_t *p = &rows[i];
-        const char *v[] = {p->source, p->external_id};
-        PGresult *r = run(c, "SELECT " STORE_COLUMNS " FROM properties p WHERE p.source = $1 AND p.external_id = $2", 2,
-                          v, PGRES_TUPLES_OK, e);
-        if (!(ok = r != NULL))
-            break;
-        if (PQntuples(r) == 1) {
-            property_t old;
-            row_read(r, 0, &old, &a);
-            PQclear(r);
-            buf_reset(&k1), buf_reset(&k2);
-            store_content_key(&old, &k1);
-            store_content_key(p, &k2);
-            p->id = old.id;
-            p->created_at = old.created_at;
-            p->updated_at = old.updated_at;
-            if (k1.len == k2.len && memcmp(k1.data, k2.data, k1.len) == 0) {
-                p->version = old.version;
-                results[i] = UPSERT_UNCHANGED;
-            } else {
-                int rc = update_row(c, p, old.version, &a, e);
-                if (rc == 0) /* changed by someone else since the read above */
-                    err_set(e, ERR_CONFLICT, "the row for %s/%s changed during the import; run it again", p->source,
-                            p->external_id);
-                ok = rc == 1;
-                results[i] = UPSERT_UPDATED;
-            }
-        } else {
-            PQclear(r);
-            ok = insert_row(c, p, &a, e);
-            results[i] = UPSERT_INSERTED;
-        }
-        arena_reset(&a);
-    }
-    ok = commit_or_rollback(c, ok, e);
-    buf_free(&k1);
-    buf_free(&k2);
-    arena_free(&a);
-    return ok;
+    if (!in_tx(c, e))
+        return false;
+    return commit_or_rollback(c, store_upsert_rows(cb, &steps, rows, n, results, e), e);
 }
 
 static bool pg_property_search(store_conn_t *cb, const property_query_t *q, arena_t *a, property_page_t *out, err_t *e)

@@ -229,3 +229,47 @@ void store_content_key(const property_t *p, buf_t *out)
     property_write_json(&w, &q, true);
 }
 
+
+bool store_upsert_rows(store_conn_t *c, const upsert_steps_t *steps, property_t *rows, int n,
+                       upsert_result_t *results, err_t *e)
+{
+    arena_t a;
+    arena_init(&a);
+    buf_t k1, k2;
+    buf_init(&k1);
+    buf_init(&k2);
+    bool ok = true;
+    for (int i = 0; ok && i < n; i++) {
+        property_t *p = &rows[i], old;
+        int found = steps->find(c, p, &a, &old, e);
+        if (found < 0) {
+            ok = false;
+        } else if (!found) {
+            ok = steps->insert(c, p, &a, e);
+            results[i] = UPSERT_INSERTED;
+        } else {
+            buf_reset(&k1), buf_reset(&k2);
+            store_content_key(&old, &k1);
+            store_content_key(p, &k2);
+            p->id = old.id;
+            p->created_at = old.created_at;
+            p->updated_at = old.updated_at;
+            if (k1.len == k2.len && memcmp(k1.data, k2.data, k1.len) == 0) {
+                p->version = old.version;
+                results[i] = UPSERT_UNCHANGED;
+            } else {
+                int rc = steps->update(c, p, old.version, &a, e);
+                if (rc == 0) /* changed by someone else since the read above */
+                    err_set(e, ERR_CONFLICT, "the row for %s/%s changed during the import; run it again", p->source,
+                            p->external_id);
+                ok = rc == 1;
+                results[i] = UPSERT_UPDATED;
+            }
+        }
+        arena_reset(&a);
+    }
+    buf_free(&k1);
+    buf_free(&k2);
+    arena_free(&a);
+    return ok;
+}

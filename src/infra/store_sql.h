@@ -10,6 +10,7 @@
 #include "../base/arena.h"
 #include "../base/buf.h"
 #include "../domain/property.h"
+#include "store.h"
 
 typedef enum { SQL_SQLITE, SQL_POSTGRES } sql_dialect_t;
 
@@ -46,5 +47,19 @@ char *store_list_json(const char **items, int n);
 /* The content of a row as JSON without identity, version, owner and times: equal strings mean an
  * import row changes nothing. */
 void store_content_key(const property_t *p, buf_t *out);
+
+/* The backend's parts of an import upsert; each runs inside the backend's transaction. */
+typedef struct upsert_steps {
+    /* the row with p's (source, external_id) into *old: 1 found, 0 none, -1 error */
+    int (*find)(store_conn_t *c, const property_t *p, arena_t *a, property_t *old, err_t *e);
+    /* write p over the row at expect_version: 1 done, 0 the row moved on meanwhile, -1 error */
+    int (*update)(store_conn_t *c, property_t *p, int64_t expect_version, arena_t *a, err_t *e);
+    bool (*insert)(store_conn_t *c, property_t *p, arena_t *a, err_t *e);
+} upsert_steps_t;
+
+/* Inserts or updates each row by (source, external_id), leaving rows whose content is the same
+ * alone (UPSERT_UNCHANGED), and fills results[]. Stops at the first failure, with `e` set. */
+bool store_upsert_rows(store_conn_t *c, const upsert_steps_t *steps, property_t *rows, int n,
+                       upsert_result_t *results, err_t *e);
 
 #endif

@@ -6,7 +6,6 @@
  * reader never has to upgrade to a writer mid-transaction (the cause of SQLITE_BUSY deadlocks); the
  * busy timeout makes concurrent writers queue rather than fail. */
 #include <errno.h>
-#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +15,6 @@
 
 #include "../base/buf.h"
 #include "../base/embed.h"
-#include "../base/jw.h"
 #include "../base/log.h"
 #include "../base/util.h"
 #include "pool.h"
@@ -584,57 +582,47 @@ static bool sq_property_count(store_conn_t *cb, int64_t *out, err_t *e)
     return true;
 }
 
-static bool sq_property_upsert_batch(store_conn_t *cb, property_t *rows, int n, upsert_result_t *results, err_t *e)
+static int sq_upsert_find(store_conn_t *cb, const property_t *p, arena_t *a, property_t *old, err_t *e)
 {
     sq_conn_t *c = (sq_conn_t *)cb;
-    arena_t a;
-    arena_init(&a);
-    buf_t k1, k2;
-    buf_init(&k1);
-    buf_init(&k2);
-    bool ok = exec(c, "BEGIN IMMEDIATE", e);
-    for (int i = 0; ok && i < n; i++) {
-        property_t *p = &rows[i];
-        sqlite3_stmt *st = stmt_get(c, "SELECT " PROPERTY_COLUMNS " FROM properties p WHERE p.source = ? AND p.external_id = ?", e);
-        if (!(ok = st != NULL))
-            break;
-        bind_text(st, 1, p->source);
-        bind_text(st, 2, p->external_id);
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            property_t old;
-            row_read(st, &old, &a);
-            sqlite3_reset(st);
-            buf_reset(&k1), buf_reset(&k2);
-            store_content_key(&old, &k1);
-            store_content_key(p, &k2);
-            p->id = old.id;
-            p->created_at = old.created_at;
-            p->updated_at = old.updated_at;
-            if (k1.len == k2.len && memcmp(k1.data, k2.data, k1.len) == 0) {
-                p->version = old.version;
-                results[i] = UPSERT_UNCHANGED;
-            } else {
-                ok = update_row(c, p, old.version, e) == 1;
-                results[i] = UPSERT_UPDATED;
-            }
-        } else if (rc == SQLITE_DONE) {
-            sqlite3_reset(st);
-            ok = insert_row(c, p, e);
-            results[i] = UPSERT_INSERTED;
-        } else {
-            ok = db_fail(c, e, "upsert");
-        }
-        arena_reset(&a);
+    sqlite3_stmt *st = stmt_get(c, "SELECT " PROPERTY_COLUMNS " FROM properties p WHERE p.source = ? AND p.external_id = ?", e);
+    if (!st)
+        return -1;
+    bind_text(st, 1, p->source);
+    bind_text(st, 2, p->external_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        row_read(st, old, a);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        db_fail(c, e, "upsert");
+        return -1;
     }
-    if (ok)
-        ok = exec(c, "COMMIT", e);
-    else
-        exec(c, "ROLLBACK", &(err_t){0});
-    buf_free(&k1);
-    buf_free(&k2);
-    arena_free(&a);
-    return ok;
+    return rc == SQLITE_ROW;
+}
+
+static int sq_upsert_update(store_conn_t *cb, property_t *p, int64_t expect_version, arena_t *a, err_t *e)
+{
+    (void)a;
+    return update_row((sq_conn_t *)cb, p, expect_version, e);
+}
+
+static bool sq_upsert_insert(store_conn_t *cb, property_t *p, arena_t *a, err_t *e)
+{
+    (void)a;
+    return insert_row((sq_conn_t *)cb, p, e);
+}
+
+static bool sq_property_upsert_batch(store_conn_t *cb, property_t *rows, int n, upsert_result_t *results, err_t *e)
+{
+    static const upsert_steps_t steps = {sq_upsert_find, sq_upsert_update, sq_upsert_insert};
+    sq_conn_t *c = (sq_conn_t *)cb;
+    if (!exec(c, "BEGIN IMMEDIATE", e))
+        return false;
+    if (store_upsert_rows(cb, &steps, rows, n, results, e))
+        return exec(c, "COMMIT", e);
+    exec(c, "ROLLBACK", &(err_t){0});
+    return false;
 }
 
 /* Search -------------------------------------------------------------------------------------- */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../infra/redis.h"
 #include "router.h"
 
 typedef struct rate_class {
@@ -36,11 +37,8 @@ bool ratelimit_mw_start(const config_t *cfg, struct redis_pool *redis, err_t *e)
     if (cfg->nrate_rules == 0)
         return true;
     if (redis) {
-        char space[24];
-        uint64_t h = 1469598103934665603ull; /* one key space per database, as the cache */
-        for (const char *s = cfg->database_url; *s; s++)
-            h = (h ^ (unsigned char)*s) * 1099511628211ull;
-        snprintf(space, sizeof space, "%016llx", (unsigned long long)h);
+        char space[17];
+        redis_keyspace(cfg->database_url, space); /* the cache's key space too */
         backend = ratelimit_redis_open(redis, cfg->rate_limit_redis_down_deny, space);
         local = ratelimit_memory_open(RATELIMIT_MAX_KEYS);
     } else {

@@ -29,10 +29,7 @@ void respcache_setup(cache_t *cache, int ttl_ms, redis_pool_t *shared, const cha
     store = cache;
     ttl = ttl_ms;
     redis = shared;
-    uint64_t h = 1469598103934665603ull;
-    for (const char *s = database_url ? database_url : ""; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    snprintf(space, sizeof space, "%016llx", (unsigned long long)h);
+    redis_keyspace(database_url, space);
 }
 
 bool respcache_blocking(void) { return store && store->blocking; }
@@ -264,9 +261,7 @@ static uint64_t key_hash(const http_request_t *req)
 {
     char key[HTTP_MAX_URL + 64];
     size_t n = make_key(req, key, sizeof key);
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
+    uint64_t h = hash_fnv1a(key, n);
     return h ? h : 1;
 }
 
