@@ -44,13 +44,5 @@ function request()
    return wrk.format("GET", "/api/properties/" .. id)
 end
 
-function done(summary, latency, requests)
-   local secs = summary.duration / 1e6
-   local e = summary.errors
-   io.write(string.format(
-      "RESULT p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f rps=%.1f requests=%d non2xx=%d connect=%d read=%d write=%d timeout=%d\n",
-      latency:percentile(50) / 1000, latency:percentile(90) / 1000,
-      latency:percentile(99) / 1000, latency.max / 1000,
-      summary.requests / secs, summary.requests,
-      e.status, e.connect, e.read, e.write, e.timeout))
-end
+-- the RESULT line at the end: the done() of bench/latency.lua, beside this file
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "latency.lua")

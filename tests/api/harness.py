@@ -541,6 +541,47 @@ class ServerTestCase(unittest.TestCase):
         return items
 
 
+class OwnServicesTestCase(unittest.TestCase):
+    """Servers on a PostgreSQL and Redis of the class's own, which its tests may stop and break
+    without disturbing the rest of the suite. Runs in the PostgreSQL pass of `make test` only.
+    INSTANCES servers share the services; ENV is added to their environment; IMPORT (a fixture
+    file in Ames format) is imported before the first one starts."""
+    INSTANCES = 1
+    ENV = {}
+    IMPORT = None
+
+    @classmethod
+    def setUpClass(cls):
+        if not TEST_PG:
+            raise unittest.SkipTest("the PostgreSQL pass of make test sets HEARTH_TEST_PG")
+        env = start_services()
+        cls.dir = env["HEARTH_SERVICES_DIR"]
+        cls.own = dict({"DATABASE_URL": env["DATABASE_URL"], "REDIS_URL": env["REDIS_URL"]}, **cls.ENV)
+        cls.servers = []
+        try:
+            for i in range(cls.INSTANCES):
+                server = Server(env=cls.own)
+                cls.servers.append(server)
+                if i == 0 and cls.IMPORT:
+                    r = run_cli(["import", os.path.join(FIXTURES, cls.IMPORT), "--format", "ames"],
+                                server.data_dir, cls.own)
+                    assert r.returncode == 0, r.stderr
+                server.start()
+        except Exception:
+            for server in cls.servers:
+                server.cleanup()
+            services("stop", cls.dir)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        codes = [server.stop() for server in cls.servers]
+        for server in cls.servers:
+            server.cleanup()
+        services("stop", cls.dir)
+        assert codes == [0] * len(codes), "hearth exited %r" % codes
+
+
 def urlquote(s):
     from urllib.parse import quote
     return quote(s, safe="")

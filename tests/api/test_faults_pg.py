@@ -3,40 +3,23 @@ Retry-After, none hangs, the server stays up), the database restarted (service r
 restarting hearth), and an exhausted pool (a bounded wait, then 503). Runs in the PostgreSQL pass
 of `make test`, against a PostgreSQL of its own (scripts/services.sh), so stopping it disturbs no
 other test."""
-import os
 import subprocess
 import threading
 import time
-import unittest
 
 import harness
-from harness import Server, services, start_services
+from harness import OwnServicesTestCase, services
 
 
-@unittest.skipUnless(harness.TEST_PG, "the PostgreSQL pass of make test sets HEARTH_TEST_PG")
-class PostgresFaultTest(unittest.TestCase):
+class PostgresFaultTest(OwnServicesTestCase):
+    ENV = {"HEARTH_CACHE_MB": "0", "HEARTH_DB_POOL": "2"}
+    IMPORT = "ames_small.csv"
+
     @classmethod
     def setUpClass(cls):
-        env = start_services()
-        cls.dir = env["HEARTH_SERVICES_DIR"]
-        cls.url = env["DATABASE_URL"]
-        try:
-            cls.server = Server(env={"DATABASE_URL": cls.url, "HEARTH_CACHE_MB": "0", "HEARTH_DB_POOL": "2"})
-            # the data dir's own database would be on the suite's PostgreSQL: use ours instead
-            cls.server.extra_env["DATABASE_URL"] = cls.url
-            harness.run_cli(["import", os.path.join(harness.FIXTURES, "ames_small.csv"), "--format", "ames"],
-                            cls.server.data_dir, {"DATABASE_URL": cls.url})
-            cls.server.start()
-        except Exception:
-            services("stop", cls.dir)
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        code = cls.server.stop()
-        cls.server.cleanup()
-        services("stop", cls.dir)
-        assert code == 0, "hearth exited %r" % code
+        super().setUpClass()
+        cls.server = cls.servers[0]
+        cls.url = cls.own["DATABASE_URL"]
 
     def get(self, path, timeout=5):
         return self.server.request("GET", path, timeout=timeout)

@@ -1,38 +1,15 @@
 """Rate limits shared through Redis: two instances draw on one budget per client, the headers
 agree, and with Redis stopped the configured behaviour (allow) holds. Runs in the PostgreSQL pass
 of `make test`, on a PostgreSQL and Redis of its own."""
-import os
-import unittest
 
 import harness
-from harness import Server, services, start_services
+from harness import OwnServicesTestCase, services
 
 
-@unittest.skipUnless(harness.TEST_PG, "the PostgreSQL pass of make test sets HEARTH_TEST_PG")
-class SharedRateLimitTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        env = start_services()
-        cls.dir = env["HEARTH_SERVICES_DIR"]
-        own = {"DATABASE_URL": env["DATABASE_URL"], "REDIS_URL": env["REDIS_URL"],
-               "HEARTH_RATE_LIMITS": "read=6/min", "HEARTH_RATE_LIMIT_REDIS_DOWN": "allow",
-               "HEARTH_TRUSTED_PROXIES": "127.0.0.1"}
-        cls.servers = []
-        try:
-            cls.servers = [Server(env=own).start(), Server(env=own).start()]
-        except Exception:
-            for s in cls.servers:
-                s.cleanup()
-            services("stop", cls.dir)
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        codes = [s.stop() for s in cls.servers]
-        for s in cls.servers:
-            s.cleanup()
-        services("stop", cls.dir)
-        assert codes == [0, 0], codes
+class SharedRateLimitTest(OwnServicesTestCase):
+    INSTANCES = 2
+    ENV = {"HEARTH_RATE_LIMITS": "read=6/min", "HEARTH_RATE_LIMIT_REDIS_DOWN": "allow",
+           "HEARTH_TRUSTED_PROXIES": "127.0.0.1"}
 
     def test_one_budget_for_two_instances(self):
         a, b = self.servers

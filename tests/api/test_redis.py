@@ -2,12 +2,10 @@
 other's writes at once (no stale cache), cache hits happen in Redis, and with Redis stopped reads
 still answer 200 (uncached) while readiness reports it; when Redis is back, caching resumes.
 Runs in the PostgreSQL pass of `make test`, on a PostgreSQL and Redis of its own."""
-import os
 import time
-import unittest
 
 import harness
-from harness import Server, services, start_services
+from harness import OwnServicesTestCase, services
 
 
 def metric(server, name):
@@ -18,34 +16,9 @@ def metric(server, name):
     return 0.0
 
 
-@unittest.skipUnless(harness.TEST_PG, "the PostgreSQL pass of make test sets HEARTH_TEST_PG")
-class RedisCacheTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        env = start_services()
-        cls.dir = env["HEARTH_SERVICES_DIR"]
-        own = {"DATABASE_URL": env["DATABASE_URL"], "REDIS_URL": env["REDIS_URL"]}
-        cls.servers = []
-        try:
-            a = Server(env=own)
-            harness.run_cli(["import", os.path.join(harness.FIXTURES, "ames_small.csv"), "--format", "ames"],
-                            a.data_dir, own)
-            cls.servers = [a.start(), Server(env=own).start()]
-        except Exception:
-            for s in cls.servers:
-                s.cleanup()
-            services("stop", cls.dir)
-            raise
-        for s in cls.servers:  # the harness's own choices must not override ours
-            assert s.extra_env["DATABASE_URL"] == own["DATABASE_URL"]
-
-    @classmethod
-    def tearDownClass(cls):
-        codes = [s.stop() for s in cls.servers]
-        for s in cls.servers:
-            s.cleanup()
-        services("stop", cls.dir)
-        assert codes == [0, 0], codes
+class RedisCacheTest(OwnServicesTestCase):
+    INSTANCES = 2
+    IMPORT = "ames_small.csv"
 
     def wait_redis(self, server):
         deadline = time.monotonic() + 15
