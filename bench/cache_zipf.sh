@@ -130,7 +130,7 @@ if [[ "$WITH_REDIS" == 1 ]]; then
   rc() { redis-cli -u "$RURL" "$@" | tr -d '\r'; }
   rinfo() { rc INFO "$1" | awk -F: -v k="$2" '$1==k {print $2}'; }
   PORT="$(free_port)"
-  REDIS_URL="$RURL" HEARTH_CACHE_TTL_MS=600000 HEARTH_LOG_LEVEL=warn start_plain "$PORT" "$BENCH_TMP/redis.log"
+  REDIS_URL="$RURL" HEARTH_CACHE_NEAR_MB=0 HEARTH_CACHE_TTL_MS=600000 HEARTH_LOG_LEVEL=warn start_plain "$PORT" "$BENCH_TMP/redis.log"
   # size: the ENTRIES most popular ids stored, then used_memory per key
   rc CONFIG SET maxmemory-policy $REDIS_POLICY >/dev/null
   base="$(rinfo memory used_memory)"
@@ -140,7 +140,7 @@ if [[ "$WITH_REDIS" == 1 ]]; then
   PER="$("$PY" -c "print(round(($used - $base) / max(1, $keys)))")"
   MAXMEM="$("$PY" -c "print($base + $ENTRIES * $PER)")"
   rc CONFIG SET maxmemory "$MAXMEM" >/dev/null
-  echo "-- Redis $(redis-server --version | awk '{print $3}' | cut -d= -f2) cache (REDIS_URL set), HEARTH_CACHE_TTL_MS=600000"
+  echo "-- Redis $(redis-server --version | awk '{print $3}' | cut -d= -f2) cache (REDIS_URL set), HEARTH_CACHE_TTL_MS=600000, HEARTH_CACHE_NEAR_MB=0 (Redis's own hit rate, no near cache in front)"
   echo "   sizing: used_memory $base bytes before, $used after storing the $ENTRIES most popular ids ($keys cache keys): $PER bytes per key"
   echo "   redis-cli CONFIG SET maxmemory-policy $REDIS_POLICY; CONFIG SET maxmemory $MAXMEM ($base + $ENTRIES x $PER; maxmemory-samples $(rc CONFIG GET maxmemory-samples | tail -1))"
   ev0="$(rinfo stats evicted_keys)"

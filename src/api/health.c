@@ -77,6 +77,9 @@ void health_ready(http_request_t *req, http_response_t *res)
         jw_double(&w, (double)(int64_t)(redis_ms * 1000) / 1000);
         if (!redis_ok)
             jw_kstr(&w, "error", re.message);
+        int near = respcache_near_state();
+        if (near >= 0)
+            jw_kstr(&w, "near_cache", near ? "live" : "off");
         jw_obj_end(&w);
     }
     jw_obj_end(&w);

@@ -366,7 +366,8 @@ bool config_load(config_t *c, char *why, size_t n)
         !env_int("HEARTH_SHUTDOWN_TIMEOUT_MS", 10000, 0, 3600000, &c->shutdown_timeout_ms, why, n) ||
         !env_int("HEARTH_MAX_CONNECTIONS", 20000, 1, 1000000, &c->max_connections, why, n) ||
         !env_int("HEARTH_CACHE_MB", 64, 0, 65536, &c->cache_mb, why, n) ||
-        !env_int("HEARTH_CACHE_TTL_MS", 2000, 0, 86400000, &c->cache_ttl_ms, why, n))
+        !env_int("HEARTH_CACHE_TTL_MS", 2000, 0, 86400000, &c->cache_ttl_ms, why, n) ||
+        !env_int("HEARTH_CACHE_NEAR_MB", 16, 0, 65536, &c->cache_near_mb, why, n))
         return false;
     return true;
 }

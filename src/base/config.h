@@ -43,6 +43,7 @@ typedef struct config {
     int max_connections;
     int cache_mb;     /* HEARTH_CACHE_MB: in-process response cache budget, 0 = off */
     int cache_ttl_ms; /* HEARTH_CACHE_TTL_MS */
+    int cache_near_mb; /* HEARTH_CACHE_NEAR_MB: with Redis, the in-process near cache, 0 = off */
     cidr_t proxies[CIDR_MAX_LIST]; /* HEARTH_TRUSTED_PROXIES */
     int nproxies;
     config_rate_rule_t rate_rules[CONFIG_MAX_RATE_CLASSES]; /* HEARTH_RATE_LIMITS; none: no rate limiting */

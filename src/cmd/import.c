@@ -76,7 +76,7 @@ static void invalidate_shared_cache(const config_t *cfg)
     redis_pool_t *redis = redis_open(cfg->redis_url, 1, 250, &e);
     if (!redis)
         return;
-    respcache_setup(NULL, 0, redis, cfg->database_url);
+    respcache_setup(NULL, NULL, 0, redis, cfg->database_url);
     bool told = false;
     for (int attempt = 0; attempt < 3 && !told; attempt++) {
         if (attempt) {
@@ -88,7 +88,7 @@ static void invalidate_shared_cache(const config_t *cfg)
     if (!told)
         fprintf(stderr, "hearth import: Redis did not answer; other instances' caches show the new rows "
                         "within HEARTH_CACHE_TTL_MS\n");
-    respcache_setup(NULL, 0, NULL, NULL);
+    respcache_setup(NULL, NULL, 0, NULL, NULL);
     redis_close(redis);
 }
 

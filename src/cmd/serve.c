@@ -86,23 +86,27 @@ int cmd_serve(int argc, char **argv)
         s->ops->close(s);
         return 1;
     }
-    /* with Redis the response cache is Redis, shared by every instance; otherwise in-process */
+    /* with Redis the response cache is Redis, shared by every instance, with an in-process near
+     * cache in front; otherwise in-process */
     err_t e;
     err_clear(&e);
     redis_pool_t *redis = NULL;
-    cache_t *cache = NULL;
+    cache_t *cache = NULL, *near = NULL;
     if (cfg->redis_url) {
         if (!(redis = redis_open(cfg->redis_url, cfg->workers + cfg->threads, 250, &e))) {
             fprintf(stderr, "hearth: %s\n", e.message);
             s->ops->close(s);
             return 2;
         }
-        if (cfg->cache_mb > 0)
+        if (cfg->cache_mb > 0) {
             cache = cache_redis_open(redis);
+            if (cfg->cache_near_mb > 0)
+                near = cache_memory_open((size_t)cfg->cache_near_mb * 1024 * 1024);
+        }
     } else if (cfg->cache_mb > 0) {
         cache = cache_memory_open((size_t)cfg->cache_mb * 1024 * 1024);
     }
-    respcache_setup(cache, cfg->cache_ttl_ms, redis, cfg->database_url);
+    respcache_setup(cache, near, cfg->cache_ttl_ms, redis, cfg->database_url);
     g_app.redis = redis;
     g_app.cfg = cfg;
     g_app.store = s;
@@ -111,9 +115,11 @@ int cmd_serve(int argc, char **argv)
     if (!ok)
         fprintf(stderr, "hearth: %s\n", e.message);
     ratelimit_mw_stop();
-    respcache_setup(NULL, 0, NULL, NULL);
+    respcache_setup(NULL, NULL, 0, NULL, NULL);
     if (cache)
         cache->ops->close(cache);
+    if (near)
+        near->ops->close(near);
     redis_close(redis);
     s->ops->close(s);
     return ok ? 0 : 1;

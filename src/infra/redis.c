@@ -1,6 +1,8 @@
 /* redis: pool, timeouts and breaker; see redis.h. */
 #include "redis.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -239,3 +241,137 @@ bool redis_ping(redis_pool_t *p, double *ms, err_t *e)
 }
 
 uint64_t redis_recoveries(redis_pool_t *p) { return atomic_load(&p->recoveries); }
+
+/* Subscriptions ---------------------------------------------------------------------------------
+ * hiredis's blocking API cannot wait for a message with a timeout and still use the connection
+ * afterwards (a read timeout leaves the context in error), so the thread polls the socket itself
+ * and feeds hiredis's reader with what arrives. */
+
+#define SUB_TICK_MS 250
+#define SUB_PING_IDLE_MS 500
+#define SUB_DEAD_MS 1000
+
+struct redis_sub {
+    redis_pool_t *pool;
+    char channel[128];
+    redis_sub_handler_t h;
+    pthread_t thread;
+    _Atomic bool stop;
+};
+
+static uint64_t mono_ms(void) { return time_mono_ns() / 1000000u; }
+
+static void sub_sleep(redis_sub_t *s, int ms)
+{
+    for (int slept = 0; slept < ms && !atomic_load(&s->stop); slept += 50)
+        poll(NULL, 0, 50);
+}
+
+/* One reply on the subscribed connection: a message, a pong or a (un)subscribe confirmation. */
+static void sub_reply(redis_sub_t *s, redisReply *r)
+{
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && r->element[0]->type == REDIS_REPLY_STRING &&
+        strcmp(r->element[0]->str, "message") == 0 && r->element[2]->type == REDIS_REPLY_STRING)
+        s->h.message(s->h.arg, r->element[2]->str, r->element[2]->len);
+}
+
+/* Reads until the connection fails, goes quiet past SUB_DEAD_MS or the subscription is stopped. */
+static void sub_listen(redis_sub_t *s, redisContext *c)
+{
+    uint64_t heard = mono_ms(), ping_sent = 0, ticked = heard;
+    while (!atomic_load(&s->stop)) {
+        void *reply;
+        for (;;) {
+            if (redisGetReplyFromReader(c, &reply) != REDIS_OK)
+                return;
+            if (!reply)
+                break;
+            sub_reply(s, reply);
+            freeReplyObject(reply);
+        }
+        uint64_t now = mono_ms();
+        if (now - ticked >= SUB_TICK_MS) {
+            s->h.tick(s->h.arg);
+            ticked = now;
+        }
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        int n = poll(&pfd, 1, SUB_TICK_MS);
+        now = mono_ms();
+        if (n > 0) {
+            if (redisBufferRead(c) != REDIS_OK)
+                return;
+            heard = now;
+            ping_sent = 0;
+        } else if (n < 0 && errno != EINTR) {
+            return;
+        }
+        if (ping_sent && now - ping_sent > SUB_DEAD_MS)
+            return;
+        if (!ping_sent && now - heard > SUB_PING_IDLE_MS) {
+            int done = 0;
+            if (redisAppendCommand(c, "PING") != REDIS_OK)
+                return;
+            while (!done)
+                if (redisBufferWrite(c, &done) != REDIS_OK)
+                    return;
+            ping_sent = now;
+        }
+    }
+}
+
+static void *sub_main(void *arg)
+{
+    redis_sub_t *s = arg;
+    bool was_up = false, refused_logged = false;
+    while (!atomic_load(&s->stop)) {
+        redisContext *c = connect_one(s->pool);
+        if (!c) {
+            sub_sleep(s, 500);
+            continue;
+        }
+        redisReply *r = redisCommand(c, "SUBSCRIBE %s", s->channel);
+        bool ok = r && r->type == REDIS_REPLY_ARRAY;
+        if (r && r->type == REDIS_REPLY_ERROR && !refused_logged) { /* an ACL without the channel */
+            log_warn("redis: SUBSCRIBE %s refused (%s); trying again every second", s->channel, r->str);
+            refused_logged = true;
+        }
+        if (r)
+            freeReplyObject(r);
+        if (ok) {
+            s->h.up(s->h.arg, was_up);
+            if (was_up)
+                log_info("redis: subscribed to %s again", s->channel);
+            was_up = true;
+            sub_listen(s, c);
+            s->h.down(s->h.arg);
+            if (!atomic_load(&s->stop))
+                log_warn("redis: subscription to %s lost (%s); reconnecting", s->channel,
+                         c->err ? c->errstr : "no answer to PING");
+        }
+        redisFree(c);
+        sub_sleep(s, ok ? 100 : 1000);
+    }
+    return NULL;
+}
+
+redis_sub_t *redis_subscribe(redis_pool_t *p, const char *channel, const redis_sub_handler_t *h)
+{
+    redis_sub_t *s = calloc(1, sizeof *s);
+    s->pool = p;
+    snprintf(s->channel, sizeof s->channel, "%s", channel);
+    s->h = *h;
+    if (pthread_create(&s->thread, NULL, sub_main, s) != 0) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void redis_sub_stop(redis_sub_t *s)
+{
+    if (!s)
+        return;
+    atomic_store(&s->stop, true);
+    pthread_join(s->thread, NULL);
+    free(s);
+}

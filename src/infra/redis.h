@@ -29,4 +29,24 @@ bool redis_available(redis_pool_t *p);
 /* How many times Redis has come back after being seen down (writes may have missed it meanwhile). */
 uint64_t redis_recoveries(redis_pool_t *p);
 
+/* A subscription to one channel, on a connection and a thread of its own. The thread connects
+ * (again and again, while Redis is away), subscribes and then calls `up`; every message calls
+ * `message`; `tick` runs about every 250 ms while subscribed. A connection that says nothing for
+ * 500 ms is sent a PING, and one that does not answer within a second is taken for dead: `down`
+ * is called (messages may be missed from then on) and the thread reconnects. Callbacks run on the
+ * subscription's thread and may use the pool. */
+typedef struct redis_sub_handler {
+    void (*up)(void *arg, bool again); /* again: after a lost connection, not the first time */
+    void (*down)(void *arg);
+    void (*message)(void *arg, const char *msg, size_t len);
+    void (*tick)(void *arg);
+    void *arg;
+} redis_sub_handler_t;
+
+typedef struct redis_sub redis_sub_t;
+
+redis_sub_t *redis_subscribe(redis_pool_t *p, const char *channel, const redis_sub_handler_t *h);
+/* Ends the subscription and joins its thread (within about 250 ms plus a connect timeout). */
+void redis_sub_stop(redis_sub_t *s);
+
 #endif

@@ -51,6 +51,7 @@ typedef struct http_request {
     char peer[64];
     uint64_t start_ns;
     uint64_t cache_gen; /* respcache: generation read at lookup (0: not cacheable) */
+    bool cache_near_tried; /* respcache: the loop already missed in the near cache */
 } http_request_t;
 
 typedef struct http_response {

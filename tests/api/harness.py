@@ -242,6 +242,15 @@ class Server:
 
     # --- clients -------------------------------------------------------------------------------
 
+    def metric(self, name):
+        """The value of a Prometheus metric summed over its label sets (None when absent): e.g. the
+        cache counters, which have one line per cache tier."""
+        total = None
+        for line in self.request("GET", "/metrics").raw.decode().splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
+        return total
+
     def request(self, method, path, body=None, headers=None, timeout=15):
         hdrs = dict(headers or {})
         payload = body

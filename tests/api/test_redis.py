@@ -1,19 +1,12 @@
 """Redis as the shared response cache: two instances on one PostgreSQL and one Redis read each
-other's writes at once (no stale cache), cache hits happen in Redis, and with Redis stopped reads
-still answer 200 (uncached) while readiness reports it; when Redis is back, caching resumes.
+other's writes at once (no stale cache, also from the near caches in front of Redis), cache hits
+happen in Redis and in the near cache, and with Redis stopped reads still answer 200 (uncached)
+while readiness reports it; when Redis is back, caching resumes and a write made meanwhile shows.
 Runs in the PostgreSQL pass of `make test`, on a PostgreSQL and Redis of its own."""
 import time
 
 import harness
 from harness import OwnServicesTestCase, services
-
-
-def metric(server, name):
-    body = server.request("GET", "/metrics").raw.decode()
-    for line in body.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 class RedisCacheTest(OwnServicesTestCase):
@@ -23,19 +16,24 @@ class RedisCacheTest(OwnServicesTestCase):
     def wait_redis(self, server):
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            if server.request("GET", "/health/ready").json["checks"]["redis"]["status"] == "ok":
+            check = server.request("GET", "/health/ready").json["checks"]["redis"]
+            if check["status"] == "ok" and check.get("near_cache") == "live":
                 return
             time.sleep(0.1)
-        self.fail("redis did not become ready")
+        self.fail("redis (and the near cache's subscription) did not become ready")
 
     def test_write_through_one_read_through_other(self):
         a, b = self.servers
         for s in (a, b):
             self.wait_redis(s)
-        hits = metric(b, "hearth_cache_hits_total")
+        hits = b.metric("hearth_cache_hits_total")
         for s in (a, b, a, b):  # both have it cached now
             self.assertEqual(s.request("GET", "/api/properties/3").status, 200)
-        self.assertGreater(metric(b, "hearth_cache_hits_total"), hits, "b read what a cached")
+        self.assertGreater(b.metric("hearth_cache_hits_total"), hits, "b read what a cached")
+        near = 'hearth_cache_hits_total{backend="near"}'
+        near_hits = b.metric(near)
+        self.assertEqual(b.request("GET", "/api/properties/3").status, 200)
+        self.assertGreater(b.metric(near), near_hits, "b answered from its near cache")
         list_before = b.request("GET", "/api/properties?limit=100&sort=price").json
         for i in range(5):
             title = "Changed through A, round %d" % i
@@ -48,7 +46,10 @@ class RedisCacheTest(OwnServicesTestCase):
 
     def test_redis_down_reads_still_answer(self):
         a, b = self.servers
-        self.assertEqual(a.request("GET", "/api/properties/4").status, 200)
+        for s in (a, b):
+            self.wait_redis(s)
+        for s in (a, b, a, b):  # in Redis and in both near caches
+            self.assertEqual(s.request("GET", "/api/properties/4").status, 200)
         services("redis-stop", self.dir)
         try:
             for _ in range(20):
