@@ -13,6 +13,8 @@ static int usage(FILE *to)
                 "  import FILE --format ames|sacramento|json [--source NAME]\n"
                 "                                        import listings (idempotent)\n"
                 "  routes                                list the HTTP routes\n"
+                "  user create --email E --role buyer|agent|admin [--full-name N] [--password P]\n"
+                "                                        create an account (password on stdin without --password)\n"
                 "  version                               print the version\n\n"
                 "configuration is read from the environment; see README.md\n");
     return to == stdout ? 0 : 2;
@@ -31,6 +33,8 @@ int main(int argc, char **argv)
         return cmd_import(argc - 1, argv + 1);
     if (strcmp(cmd, "routes") == 0)
         return cmd_routes(argc - 1, argv + 1);
+    if (strcmp(cmd, "user") == 0)
+        return cmd_user(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("hearth %s\n", HEARTH_VERSION);
         return 0;

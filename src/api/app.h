@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "../base/config.h"
+#include "../domain/account.h"
 #include "../infra/store.h"
 #include "../net/http.h"
 
@@ -37,5 +38,38 @@ void properties_create(http_request_t *req, http_response_t *res);
 void properties_get(http_request_t *req, http_response_t *res);
 void properties_patch(http_request_t *req, http_response_t *res);
 void properties_delete(http_request_t *req, http_response_t *res);
+void auth_register(http_request_t *req, http_response_t *res);
+void auth_login(http_request_t *req, http_response_t *res);
+void auth_refresh(http_request_t *req, http_response_t *res);
+void auth_logout(http_request_t *req, http_response_t *res);
+void me_get(http_request_t *req, http_response_t *res);
+void users_list(http_request_t *req, http_response_t *res);
+void users_get(http_request_t *req, http_response_t *res);
+void users_patch(http_request_t *req, http_response_t *res);
+void audit_list(http_request_t *req, http_response_t *res);
+
+/* Accounts (auth.c) ------------------------------------------------------------------------------ */
+
+/* On the loop: a request with an Authorization header must carry a well-formed bearer token with a
+ * good signature and times (401 otherwise); its user and session are noted in the request. */
+bool auth_precheck(http_request_t *req, http_response_t *res);
+
+typedef struct actor {
+    bool known; /* a valid token came with the request */
+    user_t user;
+    int64_t session_id;
+} actor_t;
+
+/* On a worker, with the request's store connection: who sent the request. With a token, its
+ * session must be live and its user active (401). `roles`: who may call the route (0: anyone,
+ * anonymous included); without a token that is 401, with the wrong role 403. On false the answer
+ * is written. */
+bool auth_actor(http_request_t *req, http_response_t *res, store_conn_t *c, int roles, actor_t *out);
+/* An audit entry for this request, by `actor` (may be anonymous). */
+store_audit_t auth_audit_entry(const http_request_t *req, const actor_t *actor, const char *action,
+                               const char *resource_type, const char *resource_id);
+/* Start-up: token secret, password cost, login limits. */
+bool auth_setup(const config_t *cfg, struct redis_pool *redis, err_t *e);
+void auth_shutdown(void);
 
 #endif

@@ -116,9 +116,20 @@ void health_api(http_request_t *req, http_response_t *res)
 
 void metrics_get(http_request_t *req, http_response_t *res)
 {
-    if (!g_app.cfg->metrics_public && !req->peer_loopback) {
-        http_res_errorf(req, res, ERR_FORBIDDEN, "metrics are served to loopback clients only (HEARTH_METRICS_PUBLIC)");
-        return;
+    if (!g_app.cfg->metrics_public && !req->peer_loopback) { /* elsewhere: admins only */
+        if (!req->auth_present) {
+            http_res_errorf(req, res, ERR_FORBIDDEN,
+                            "metrics are served to loopback clients and admins only (HEARTH_METRICS_PUBLIC)");
+            return;
+        }
+        store_conn_t *c = app_store(req, res);
+        if (!c)
+            return;
+        actor_t actor;
+        bool ok = auth_actor(req, res, c, ROLE_ADMIN, &actor);
+        app_store_done(c);
+        if (!ok)
+            return;
     }
     res->status = 200;
     res->content_type = "text/plain; version=0.0.4; charset=utf-8";

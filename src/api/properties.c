@@ -214,6 +214,11 @@ void properties_list(http_request_t *req, http_response_t *res)
     store_conn_t *c = app_store(req, res);
     if (!c)
         return;
+    actor_t actor;
+    if (req->auth_present && !auth_actor(req, res, c, 0, &actor)) { /* a token, when sent, must be valid */
+        app_store_done(c);
+        return;
+    }
     property_page_t page;
     bool ok = g_app.store->ops->property_search(c, &pq, req->arena, &page, &e);
     app_store_done(c);
@@ -253,8 +258,17 @@ void properties_create(http_request_t *req, http_response_t *res)
 {
     err_t e;
     err_clear(&e);
+    store_conn_t *c = app_store(req, res);
+    if (!c)
+        return;
+    actor_t actor;
+    if (!auth_actor(req, res, c, ROLE_AGENT | ROLE_ADMIN, &actor)) {
+        app_store_done(c);
+        return;
+    }
     json_t *body = http_json_body(req, &e);
     if (!body) {
+        app_store_done(c);
         http_res_error(req, res, &e);
         return;
     }
@@ -266,12 +280,14 @@ void properties_create(http_request_t *req, http_response_t *res)
     if (typed || e.ndetails > 0)
         property_check(&p, present, true, &e); /* report every problem at once */
     if (e.code != ERR_NONE) {
+        app_store_done(c);
         http_res_error(req, res, &e);
         return;
     }
-    store_conn_t *c = app_store(req, res);
-    if (!c)
-        return;
+    p.owner_id = actor.user.id;
+    store_audit_t audit = auth_audit_entry(req, &actor, "property.create", "property", NULL);
+    audit.resource_ref = &p.id;
+    c->audit = &audit;
     bool ok = g_app.store->ops->property_create(c, &p, &e);
     app_store_done(c);
     if (ok || e.code == ERR_UNAVAILABLE)
@@ -310,6 +326,14 @@ static bool etag_listed(const char *v, int64_t version, bool weak)
     return false;
 }
 
+/* Admins may change any listing; agents only their own. */
+static bool may_change(const actor_t *actor, const property_t *p, err_t *e)
+{
+    if (actor->user.role == ROLE_ADMIN || (actor->user.role == ROLE_AGENT && p->owner_id == actor->user.id))
+        return true;
+    return err_set(e, ERR_FORBIDDEN, "only the listing's owner or an admin may change it");
+}
+
 void properties_get(http_request_t *req, http_response_t *res)
 {
     err_t e;
@@ -322,6 +346,11 @@ void properties_get(http_request_t *req, http_response_t *res)
     store_conn_t *c = app_store(req, res);
     if (!c)
         return;
+    actor_t actor;
+    if (req->auth_present && !auth_actor(req, res, c, 0, &actor)) { /* a token, when sent, must be valid */
+        app_store_done(c);
+        return;
+    }
     property_t p;
     bool ok = g_app.store->ops->property_get(c, id, req->arena, &p, &e);
     app_store_done(c);
@@ -347,8 +376,17 @@ void properties_patch(http_request_t *req, http_response_t *res)
         return;
     }
     const char *if_match = http_header(req, "If-Match");
+    store_conn_t *c = app_store(req, res);
+    if (!c)
+        return;
+    actor_t actor;
+    if (!auth_actor(req, res, c, ROLE_AGENT | ROLE_ADMIN, &actor)) {
+        app_store_done(c);
+        return;
+    }
     json_t *body = http_json_body(req, &e);
     if (!body) {
+        app_store_done(c);
         http_res_error(req, res, &e);
         return;
     }
@@ -358,17 +396,20 @@ void properties_patch(http_request_t *req, http_response_t *res)
     property_from_json(body, &changes, &present, req->arena, &e);
     json_decref(body);
     if (e.code != ERR_NONE) {
+        app_store_done(c);
         http_res_error(req, res, &e);
         return;
     }
-    store_conn_t *c = app_store(req, res);
-    if (!c)
-        return;
+    char rid[24];
+    snprintf(rid, sizeof rid, "%lld", (long long)id);
+    store_audit_t audit = auth_audit_entry(req, &actor, "property.update", "property", rid);
     property_t p;
     bool ok = false;
     for (int attempt = 0; attempt < PATCH_ATTEMPTS; attempt++) {
         err_clear(&e);
         if (!g_app.store->ops->property_get(c, id, req->arena, &p, &e))
+            break;
+        if (!may_change(&actor, &p, &e))
             break;
         if (if_match && !etag_listed(if_match, p.version, false)) {
             err_set(&e, ERR_PRECONDITION, "If-Match does not name the current version (\"%lld\")", (long long)p.version);
@@ -378,6 +419,7 @@ void properties_patch(http_request_t *req, http_response_t *res)
         property_merge(&p, &changes, present);
         if (!property_check(&p, present, false, &e))
             break;
+        c->audit = &audit;
         ok = g_app.store->ops->property_update(c, &p, read_version, &e);
         if (ok || e.code != ERR_PRECONDITION || if_match)
             break; /* retry only a race the client did not guard against itself */
@@ -412,15 +454,23 @@ void properties_delete(http_request_t *req, http_response_t *res)
     store_conn_t *c = app_store(req, res);
     if (!c)
         return;
-    bool ok = true;
-    int64_t expect = 0; /* any version */
-    if (if_match) {
-        property_t p;
-        ok = g_app.store->ops->property_get(c, id, req->arena, &p, &e);
-        if (ok && !etag_listed(if_match, p.version, false))
-            ok = err_set(&e, ERR_PRECONDITION, "If-Match does not name the current version (\"%lld\")", (long long)p.version);
-        expect = ok ? p.version : 0;
+    actor_t actor;
+    if (!auth_actor(req, res, c, ROLE_AGENT | ROLE_ADMIN, &actor)) {
+        app_store_done(c);
+        return;
     }
+    int64_t expect = 0; /* any version */
+    property_t p;
+    bool ok = g_app.store->ops->property_get(c, id, req->arena, &p, &e) && may_change(&actor, &p, &e);
+    if (ok && if_match) {
+        if (!etag_listed(if_match, p.version, false))
+            ok = err_set(&e, ERR_PRECONDITION, "If-Match does not name the current version (\"%lld\")", (long long)p.version);
+        expect = p.version;
+    }
+    char rid[24];
+    snprintf(rid, sizeof rid, "%lld", (long long)id);
+    store_audit_t audit = auth_audit_entry(req, &actor, "property.delete", "property", rid);
+    c->audit = &audit;
     if (ok)
         ok = g_app.store->ops->property_delete(c, id, expect, &e);
     app_store_done(c);

@@ -17,5 +17,16 @@ route_t app_routes[] = {
     {METHOD_GET, "/api/properties/{id}", properties_get, ROUTE_CACHE, 7, "read"},
     {METHOD_PATCH, "/api/properties/{id}", properties_patch, 0, 8, "write"},
     {METHOD_DELETE, "/api/properties/{id}", properties_delete, 0, 9, "write"},
+    {METHOD_POST, "/api/auth/register", auth_register, 0, 10, "auth"},
+    {METHOD_POST, "/api/auth/login", auth_login, 0, 11, "auth"},
+    {METHOD_POST, "/api/auth/refresh", auth_refresh, 0, 12, "auth"},
+    {METHOD_POST, "/api/auth/logout", auth_logout, 0, 13, "auth"},
+    {METHOD_GET, "/api/me", me_get, 0, 14, "read"},
+    {METHOD_GET, "/api/users", users_list, 0, 15, "read"},
+    {METHOD_GET, "/api/users/{id}", users_get, 0, 16, "read"},
+    {METHOD_PATCH, "/api/users/{id}", users_patch, 0, 17, "write"},
+    {METHOD_GET, "/api/audit", audit_list, 0, 18, "read"},
     {0, NULL, NULL, 0, 0, NULL},
 };
+
+bool (*app_precheck)(http_request_t *req, http_response_t *res) = auth_precheck;

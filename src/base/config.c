@@ -275,6 +275,21 @@ bool config_load(config_t *c, char *why, size_t n)
             return fail(why, n, "HEARTH_RATE_LIMITS", exp, c->rate_limits);
         }
     }
+    v = env_str("HEARTH_LOGIN_LIMITS");
+    {
+        const char *spec = v ? v : "account=10/min:10,address=60/min:30";
+        char reason[200], exp[320];
+        bool ok = config_parse_rate_limits(spec, c->login_rules, &c->nlogin_rules, reason, sizeof reason);
+        for (int i = 0; ok && i < c->nlogin_rules; i++)
+            if (strcmp(c->login_rules[i].cls, "account") && strcmp(c->login_rules[i].cls, "address")) {
+                snprintf(reason, sizeof reason, "unknown class \"%s\"", c->login_rules[i].cls);
+                ok = false;
+            }
+        if (!ok) {
+            snprintf(exp, sizeof exp, "account=N/PERIOD[:BURST],address=N/PERIOD[:BURST] (%s)", reason);
+            return fail(why, n, "HEARTH_LOGIN_LIMITS", exp, spec);
+        }
+    }
     v = env_str("HEARTH_RATE_LIMIT_REDIS_DOWN");
     if (v) {
         if (strcmp(v, "allow") == 0)
@@ -367,7 +382,11 @@ bool config_load(config_t *c, char *why, size_t n)
         !env_int("HEARTH_MAX_CONNECTIONS", 20000, 1, 1000000, &c->max_connections, why, n) ||
         !env_int("HEARTH_CACHE_MB", 64, 0, 65536, &c->cache_mb, why, n) ||
         !env_int("HEARTH_CACHE_TTL_MS", 2000, 0, 86400000, &c->cache_ttl_ms, why, n) ||
-        !env_int("HEARTH_CACHE_NEAR_MB", 16, 0, 65536, &c->cache_near_mb, why, n))
+        !env_int("HEARTH_CACHE_NEAR_MB", 16, 0, 65536, &c->cache_near_mb, why, n) ||
+        !env_int("HEARTH_ACCESS_TOKEN_TTL", 900, 10, 86400, &c->access_token_ttl_s, why, n) ||
+        !env_int("HEARTH_REFRESH_TOKEN_TTL", 2592000, 60, 31536000, &c->refresh_token_ttl_s, why, n) ||
+        !env_int("HEARTH_ARGON2_OPS", 2, 1, 10, &c->argon2_ops, why, n) ||
+        !env_int("HEARTH_ARGON2_MEM_KB", 65536, 64, 1048576, &c->argon2_mem_kb, why, n))
         return false;
     return true;
 }

@@ -49,6 +49,11 @@ typedef struct config {
     config_rate_rule_t rate_rules[CONFIG_MAX_RATE_CLASSES]; /* HEARTH_RATE_LIMITS; none: no rate limiting */
     int nrate_rules;
     bool rate_limit_redis_down_deny; /* HEARTH_RATE_LIMIT_REDIS_DOWN=deny: refuse while Redis is down (default allow) */
+    int access_token_ttl_s;  /* HEARTH_ACCESS_TOKEN_TTL */
+    int refresh_token_ttl_s; /* HEARTH_REFRESH_TOKEN_TTL */
+    int argon2_ops, argon2_mem_kb; /* HEARTH_ARGON2_OPS, HEARTH_ARGON2_MEM_KB: password hashing cost */
+    config_rate_rule_t login_rules[CONFIG_MAX_RATE_CLASSES]; /* HEARTH_LOGIN_LIMITS: classes "account", "address" */
+    int nlogin_rules;
 } config_t;
 
 extern config_t g_config;

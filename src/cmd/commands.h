@@ -14,6 +14,8 @@ int cmd_migrate(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 /* hearth routes: the router's table, one "METHOD /pattern" a line */
 int cmd_routes(int argc, char **argv);
+/* hearth user create --email E --role R [--full-name N] [--password P] (argv[0] is "user") */
+int cmd_user(int argc, char **argv);
 
 /* Shared start-up: load the configuration (flags already applied by the caller come after) and set
  * up logging; prints the one-line reason and returns false on a bad value. */

@@ -13,6 +13,7 @@
 
 #include "../base/config.h"
 #include "../base/error.h"
+#include "../domain/account.h"
 #include "../domain/import.h"
 #include "../infra/redis.h"
 #include "../net/respcache.h"
@@ -152,7 +153,8 @@ int cmd_import(int argc, char **argv)
         fprintf(stderr, "hearth import: out of memory\n");
         status = 1;
     } else {
-        bool ok = import_run(s, data, len, fmt, source, 0, rep, &e);
+        int64_t owner = 0; /* rows belong to the system account */
+        bool ok = account_system_id(s, &owner, &e) && import_run(s, data, len, fmt, source, owner, rep, &e);
         for (int i = 0; i < rep->nrejections; i++)
             fprintf(stderr, "line %d: %s\n", rep->rejections[i].line, rep->rejections[i].message);
         if (rep->rejected > rep->nrejections)

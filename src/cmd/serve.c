@@ -39,9 +39,14 @@ static bool load_demo(store_t *s)
         log_info("demo: the database already has %lld properties; nothing loaded", (long long)n);
         return true;
     }
+    int64_t owner = 0;
+    if (!account_system_id(s, &owner, &e)) {
+        fprintf(stderr, "hearth: %s\n", e.message);
+        return false;
+    }
     import_report_t *rep = malloc(sizeof *rep);
     uint64_t t0 = time_mono_ns();
-    ok = import_demo(s, rep, &e);
+    ok = import_demo(s, owner, rep, &e);
     if (ok)
         log_info("demo: loaded %lld properties (%lld rows rejected) in %.0f ms", (long long)rep->inserted,
                  (long long)rep->rejected, (double)(time_mono_ns() - t0) / 1e6);
@@ -107,6 +112,17 @@ int cmd_serve(int argc, char **argv)
         cache = cache_memory_open((size_t)cfg->cache_mb * 1024 * 1024);
     }
     respcache_setup(cache, near, cfg->cache_ttl_ms, redis, cfg->database_url);
+    if (!auth_setup(cfg, redis, &e)) {
+        fprintf(stderr, "hearth: %s\n", e.message);
+        respcache_setup(NULL, NULL, 0, NULL, NULL);
+        if (cache)
+            cache->ops->close(cache);
+        if (near)
+            near->ops->close(near);
+        redis_close(redis);
+        s->ops->close(s);
+        return 1;
+    }
     g_app.redis = redis;
     g_app.cfg = cfg;
     g_app.store = s;
@@ -115,6 +131,7 @@ int cmd_serve(int argc, char **argv)
     if (!ok)
         fprintf(stderr, "hearth: %s\n", e.message);
     ratelimit_mw_stop();
+    auth_shutdown();
     respcache_setup(NULL, NULL, 0, NULL, NULL);
     if (cache)
         cache->ops->close(cache);

@@ -720,7 +720,7 @@ static void prefix_message(char *msg, size_t size, const char *prefix)
     msg[plen + mlen] = '\0';
 }
 
-bool import_demo(store_t *s, import_report_t *rep, err_t *e)
+bool import_demo(store_t *s, int64_t owner_id, import_report_t *rep, err_t *e)
 {
     static const struct { const char *file; import_format_t fmt; } demo[] = {
         {"data/demo/ames.csv", IMPORT_AMES}, {"data/demo/sacramento.csv", IMPORT_SACRAMENTO}};
@@ -731,7 +731,7 @@ bool import_demo(store_t *s, import_report_t *rep, err_t *e)
             return err_set(e, ERR_INTERNAL, "%s is not embedded in this binary", demo[i].file);
         int first = rep->nrejections;
         const char *name = demo[i].file + strlen("data/demo/");
-        if (!import_run_into(s, f->start, (size_t)(f->end - f->start), demo[i].fmt, NULL, 0, rep, e)) {
+        if (!import_run_into(s, f->start, (size_t)(f->end - f->start), demo[i].fmt, NULL, owner_id, rep, e)) {
             prefix_message(e->message, sizeof e->message, name);
             return false;
         }

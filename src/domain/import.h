@@ -54,8 +54,8 @@ int commute_minutes(double lat, double lon, double centre_lat, double centre_lon
 bool import_run(store_t *s, const char *data, size_t len, import_format_t fmt, const char *source_name,
                 int64_t owner_id, import_report_t *rep, err_t *e);
 
-/* Imports the demo data set embedded in the binary (data/demo/ames.csv and sacramento.csv), owner 0.
+/* Imports the demo data set embedded in the binary (data/demo/ames.csv and sacramento.csv).
  * Rejections are prefixed with the file name. */
-bool import_demo(store_t *s, import_report_t *rep, err_t *e);
+bool import_demo(store_t *s, int64_t owner_id, import_report_t *rep, err_t *e);
 
 #endif

@@ -24,6 +24,25 @@ typedef struct store_stats {
     uint64_t acquires, waits, timeouts;
 } store_stats_t;
 
+/* The rows of a generic statement: ncols cells per row, row after row, as text (NULL for SQL
+ * NULL), in the caller's arena; `changes`: rows the statement inserted, updated or deleted. */
+typedef struct store_rows {
+    int nrows, ncols;
+    const char **cells;
+    int64_t changes;
+} store_rows_t;
+
+static inline const char *store_cell(const store_rows_t *r, int row, int col) { return r->cells[row * r->ncols + col]; }
+
+/* One audit log entry (see domain/account.h), written in the transaction of the change it records. */
+typedef struct store_audit {
+    int64_t actor_id; /* 0: none (an anonymous attempt, the command line) */
+    const char *action, *resource_type, *resource_id; /* resource_id may be NULL */
+    const int64_t *resource_ref; /* without resource_id: read when written (a row's new id) */
+    const char *ip, *request_id; /* may be NULL */
+    const char *detail;          /* a JSON object or NULL */
+} store_audit_t;
+
 /* The outcome of one row of an import batch. */
 typedef enum { UPSERT_INSERTED, UPSERT_UPDATED, UPSERT_UNCHANGED } upsert_result_t;
 
@@ -50,6 +69,15 @@ typedef struct store_ops {
     /* Inserts or updates each row by (source, external_id), all in one transaction. */
     bool (*property_upsert_batch)(store_conn_t *c, property_t *rows, int n, upsert_result_t *results, err_t *e);
     bool (*property_count)(store_conn_t *c, int64_t *out, err_t *e);
+
+    /* Generic statements, for modules whose SQL reads the same in both dialects (accounts, audit):
+     * `sql` uses $1..$n placeholders (SQLite reads them as ?1..?n), values are text (NULL for SQL
+     * NULL) and so are the cells read back. ERR_CONFLICT on a unique violation, with a generic
+     * message the caller rewords. Outside a transaction each statement commits on its own. */
+    bool (*query)(store_conn_t *c, const char *sql, int n, const char *const *vals, arena_t *a, store_rows_t *out,
+                  err_t *e);
+    bool (*begin)(store_conn_t *c, err_t *e);             /* a write transaction */
+    bool (*end)(store_conn_t *c, bool commit, err_t *e); /* commit (when `commit`) or roll back */
 } store_ops_t;
 
 struct store {
@@ -58,7 +86,14 @@ struct store {
 
 struct store_conn {
     store_t *store;
+    /* Set by the caller before a property write (create, update, delete): the backend writes it in
+     * the same transaction, so the change and its audit entry commit together. Cleared on release. */
+    const store_audit_t *audit;
 };
+
+/* Writes c->audit (when set) with the generic query; the backends call it inside their write
+ * transactions. */
+bool store_audit_write(store_conn_t *c, err_t *e);
 
 /* Opens the backend that cfg->database_url names. */
 store_t *store_open(const config_t *cfg, err_t *e);

@@ -153,6 +153,7 @@ static void pg_release(store_t *base, store_conn_t *cb)
         PGresult *r = PQexec(c->db, "ROLLBACK");
         PQclear(r);
     }
+    cb->audit = NULL;
     pg_store_t *s = (pg_store_t *)base;
     pool_release(&s->pool, (int)(c - s->conns));
 }
@@ -190,6 +191,9 @@ static bool pg_fail(pg_conn_t *c, PGresult *r, err_t *e, const char *what)
     return err_set(e, ERR_INTERNAL, "%s: %s", what, msg);
 }
 
+/* `want` for a statement that may or may not return rows (the generic query) */
+#define WANT_ANY_OK ((ExecStatusType)-1)
+
 static PGresult *run_once(pg_conn_t *c, const char *sql, int n, const char *const *vals, ExecStatusType want, err_t *e)
 {
     bool retry_prepare = false;
@@ -222,7 +226,8 @@ again:;
     }
     hit->last_used = ++c->tick;
     PGresult *r = PQexecPrepared(c->db, hit->name, n, vals, NULL, NULL, 0);
-    if (PQresultStatus(r) != want) {
+    ExecStatusType got = PQresultStatus(r);
+    if (got != want && !(want == WANT_ANY_OK && (got == PGRES_TUPLES_OK || got == PGRES_COMMAND_OK))) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
         if (state && strcmp(state, "26000") == 0 && !retry_prepare) {
             /* the server no longer has the statement (a pooler in front switched sessions, or
@@ -591,7 +596,7 @@ static bool pg_property_create(store_conn_t *cb, property_t *p, err_t *e)
     pg_conn_t *c = (pg_conn_t *)cb;
     arena_t a;
     arena_init(&a);
-    bool ok = in_tx(c, e) && commit_or_rollback(c, insert_row(c, p, &a, e), e);
+    bool ok = in_tx(c, e) && commit_or_rollback(c, insert_row(c, p, &a, e) && store_audit_write(cb, e), e);
     arena_free(&a);
     return ok;
 }
@@ -623,7 +628,7 @@ static bool pg_property_update(store_conn_t *cb, property_t *p, int64_t expect_v
             else if (ex == 0)
                 err_set(e, ERR_NOT_FOUND, "no property with id %lld", (long long)p->id);
         }
-        ok = commit_or_rollback(c, rc == 1, e);
+        ok = commit_or_rollback(c, rc == 1 && store_audit_write(cb, e), e);
     }
     arena_free(&a);
     return ok;
@@ -635,6 +640,10 @@ static bool pg_property_delete(store_conn_t *cb, int64_t id, int64_t expect_vers
     arena_t a;
     arena_init(&a);
     const char *v[] = {arena_printf(&a, "%lld", (long long)id), arena_printf(&a, "%lld", (long long)expect_version)};
+    if (!in_tx(c, e)) {
+        arena_free(&a);
+        return false;
+    }
     PGresult *r = run(c, "DELETE FROM properties WHERE id = $1 AND ($2::bigint = 0 OR version = $2::bigint)", 2, v,
                       PGRES_COMMAND_OK, e);
     bool ok = false;
@@ -649,8 +658,44 @@ static bool pg_property_delete(store_conn_t *cb, int64_t id, int64_t expect_vers
                 err_set(e, ERR_NOT_FOUND, "no property with id %lld", (long long)id);
         }
     }
+    ok = commit_or_rollback(c, ok && store_audit_write(cb, e), e);
     arena_free(&a);
     return ok;
+}
+
+/* Generic statements ---------------------------------------------------------------------------- */
+
+static bool pg_query(store_conn_t *cb, const char *sql, int n, const char *const *vals, arena_t *a, store_rows_t *out,
+                     err_t *e)
+{
+    pg_conn_t *c = (pg_conn_t *)cb;
+    memset(out, 0, sizeof *out);
+    PGresult *r = run(c, sql, n, vals, WANT_ANY_OK, e);
+    if (!r) {
+        if (e->code == ERR_CONFLICT)
+            err_set(e, ERR_CONFLICT, "a unique value is taken");
+        return false;
+    }
+    out->nrows = PQntuples(r);
+    out->ncols = PQnfields(r);
+    out->cells = arena_alloc(a, (size_t)(out->nrows * out->ncols + 1) * sizeof *out->cells);
+    for (int row = 0; row < out->nrows; row++)
+        for (int col = 0; col < out->ncols; col++)
+            out->cells[row * out->ncols + col] = val(r, row, col, a);
+    const char *changed = PQcmdTuples(r);
+    out->changes = changed && *changed ? strtoll(changed, NULL, 10) : 0;
+    PQclear(r);
+    return true;
+}
+
+static bool pg_begin(store_conn_t *cb, err_t *e) { return in_tx((pg_conn_t *)cb, e); }
+
+static bool pg_end(store_conn_t *cb, bool commit, err_t *e)
+{
+    pg_conn_t *c = (pg_conn_t *)cb;
+    if (!c->db || PQtransactionStatus(c->db) == PQTRANS_IDLE)
+        return true; /* nothing open */
+    return commit_or_rollback(c, commit, e) || !commit;
 }
 
 static bool pg_property_count(store_conn_t *cb, int64_t *out, err_t *e)
@@ -749,4 +794,7 @@ static const store_ops_t postgres_ops = {
     .property_delete = pg_property_delete,
     .property_upsert_batch = pg_property_upsert_batch,
     .property_count = pg_property_count,
+    .query = pg_query,
+    .begin = pg_begin,
+    .end = pg_end,
 };

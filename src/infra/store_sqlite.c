@@ -215,6 +215,7 @@ static void sq_release(store_t *base, store_conn_t *cb)
     sq_conn_t *c = (sq_conn_t *)cb;
     if (!sqlite3_get_autocommit(c->db)) /* a transaction left open by an error path */
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    cb->audit = NULL;
     pool_release(&s->pool, (int)(c - s->conns));
 }
 
@@ -515,7 +516,7 @@ static bool sq_property_create(store_conn_t *cb, property_t *p, err_t *e)
     sq_conn_t *c = (sq_conn_t *)cb;
     if (!exec(c, "BEGIN IMMEDIATE", e))
         return false;
-    if (!insert_row(c, p, e)) {
+    if (!insert_row(c, p, e) || !store_audit_write(cb, e)) {
         exec(c, "ROLLBACK", e);
         return false;
     }
@@ -539,7 +540,7 @@ static bool sq_property_update(store_conn_t *cb, property_t *p, int64_t expect_v
     if (!exec(c, "BEGIN IMMEDIATE", e))
         return false;
     int r = update_row(c, p, expect_version, e);
-    if (r <= 0) {
+    if (r <= 0 || !store_audit_write(cb, e)) {
         if (r == 0) {
             if (exists(c, p->id, e))
                 err_set(e, ERR_PRECONDITION, "the property has changed since version %lld", (long long)expect_version);
@@ -555,18 +556,26 @@ static bool sq_property_update(store_conn_t *cb, property_t *p, int64_t expect_v
 static bool sq_property_delete(store_conn_t *cb, int64_t id, int64_t expect_version, err_t *e)
 {
     sq_conn_t *c = (sq_conn_t *)cb;
-    sqlite3_stmt *st = stmt_get(c, "DELETE FROM properties WHERE id = ?1 AND (?2 = 0 OR version = ?2)", e);
-    if (!st)
+    if (!exec(c, "BEGIN IMMEDIATE", e))
         return false;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, expect_version);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        return db_fail(c, e, "delete");
-    if (sqlite3_changes(c->db) == 1)
-        return true;
-    if (expect_version && exists(c, id, e))
-        return err_set(e, ERR_PRECONDITION, "the property has changed since version %lld", (long long)expect_version);
-    return err_set(e, ERR_NOT_FOUND, "no property with id %lld", (long long)id);
+    sqlite3_stmt *st = stmt_get(c, "DELETE FROM properties WHERE id = ?1 AND (?2 = 0 OR version = ?2)", e);
+    bool ok = st != NULL;
+    if (ok) {
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_int64(st, 2, expect_version);
+        ok = sqlite3_step(st) == SQLITE_DONE || db_fail(c, e, "delete");
+    }
+    if (ok && sqlite3_changes(c->db) != 1) {
+        if (expect_version && exists(c, id, e))
+            ok = err_set(e, ERR_PRECONDITION, "the property has changed since version %lld", (long long)expect_version);
+        else
+            ok = err_set(e, ERR_NOT_FOUND, "no property with id %lld", (long long)id);
+    }
+    if (!ok || !store_audit_write(cb, e)) {
+        exec(c, "ROLLBACK", e);
+        return false;
+    }
+    return exec(c, "COMMIT", e);
 }
 
 static bool sq_property_count(store_conn_t *cb, int64_t *out, err_t *e)
@@ -675,6 +684,66 @@ static void sq_optimize(store_t *base)
     sq_release(base, cb);
 }
 
+/* Generic statements ---------------------------------------------------------------------------- */
+
+static bool sq_query(store_conn_t *cb, const char *sql, int n, const char *const *vals, arena_t *a, store_rows_t *out,
+                     err_t *e)
+{
+    sq_conn_t *c = (sq_conn_t *)cb;
+    memset(out, 0, sizeof *out);
+    /* $N placeholders read as ?N: the same numbered parameters */
+    size_t len = strlen(sql);
+    char *q = arena_alloc(a, len + 1);
+    for (size_t i = 0; i <= len; i++)
+        q[i] = sql[i] == '$' && sql[i + 1] >= '0' && sql[i + 1] <= '9' ? '?' : sql[i];
+    sqlite3_stmt *st = stmt_get(c, q, e);
+    if (!st)
+        return false;
+    for (int i = 0; i < n; i++)
+        bind_text(st, i + 1, vals[i]);
+    out->ncols = sqlite3_column_count(st);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        size_t need = (size_t)(out->nrows + 1) * (size_t)out->ncols;
+        if (need > cap) {
+            size_t ncap = cap ? cap * 2 : (size_t)out->ncols * 8;
+            const char **cells = arena_alloc(a, (ncap ? ncap : 1) * sizeof *cells);
+            if (cap)
+                memcpy(cells, out->cells, cap * sizeof *cells);
+            out->cells = cells;
+            cap = ncap;
+        }
+        for (int col = 0; col < out->ncols; col++)
+            out->cells[out->nrows * out->ncols + col] = col_text(st, col, a);
+        out->nrows++;
+    }
+    bool ok = rc == SQLITE_DONE;
+    if (!ok) {
+        int code = sqlite3_extended_errcode(c->db);
+        if (code == SQLITE_CONSTRAINT_UNIQUE || code == SQLITE_CONSTRAINT_PRIMARYKEY)
+            err_set(e, ERR_CONFLICT, "a unique value is taken");
+        else
+            db_fail(c, e, "query");
+    }
+    out->changes = ok ? sqlite3_changes(c->db) : 0;
+    sqlite3_reset(st);
+    return ok;
+}
+
+static bool sq_begin(store_conn_t *cb, err_t *e) { return exec((sq_conn_t *)cb, "BEGIN IMMEDIATE", e); }
+
+static bool sq_end(store_conn_t *cb, bool commit, err_t *e)
+{
+    sq_conn_t *c = (sq_conn_t *)cb;
+    if (sqlite3_get_autocommit(c->db))
+        return true; /* nothing open */
+    if (commit && exec(c, "COMMIT", e))
+        return true;
+    sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL); /* also after a COMMIT that failed */
+    return !commit;
+}
+
 static const store_ops_t sqlite_ops = {
     .optimize = sq_optimize,
     .name = "sqlite",
@@ -691,4 +760,7 @@ static const store_ops_t sqlite_ops = {
     .property_delete = sq_property_delete,
     .property_upsert_batch = sq_property_upsert_batch,
     .property_count = sq_property_count,
+    .query = sq_query,
+    .begin = sq_begin,
+    .end = sq_end,
 };

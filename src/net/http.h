@@ -52,6 +52,9 @@ typedef struct http_request {
     uint64_t start_ns;
     uint64_t cache_gen; /* respcache: generation read at lookup (0: not cacheable) */
     bool cache_near_tried; /* respcache: the loop already missed in the near cache */
+    /* A bearer token whose signature and times were checked on the loop (api/auth.c): */
+    bool auth_present;
+    int64_t auth_user_id, auth_session_id;
 } http_request_t;
 
 typedef struct http_response {

@@ -25,6 +25,9 @@ struct route {
 
 /* The application's routes (api/routes.c); the table ends with a NULL pattern. */
 extern route_t app_routes[];
+/* Runs on the loop for every matched request before anything else is done with it (api/auth.c's
+ * bearer-token check); false when it has written the answer itself. NULL: none. */
+extern bool (*app_precheck)(http_request_t *req, http_response_t *res);
 int router_count(void);
 
 typedef enum { ROUTE_FOUND, ROUTE_NO_PATH, ROUTE_NO_METHOD } route_match_t;

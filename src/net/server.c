@@ -394,6 +394,8 @@ static void respond(conn_t *c)
         http_res_errorf(req, res, ERR_METHOD_NOT_ALLOWED, "%s is not allowed on %s", req->method_name, req->path);
     } else if (ratelimit_mw_blocking() ? !ratelimit_mw_check_local(req, &c->rl) : !ratelimit_mw_check(req, &c->rl)) {
         ratelimit_mw_reject(req, res, &c->rl); /* over its class's rate limit: 429, on the loop */
+    } else if (app_precheck && !app_precheck(req, res)) {
+        /* refused before its handler (a bad bearer token) */
     } else if ((req->route->flags & ROUTE_CACHE) && !(ratelimit_mw_blocking() && c->rl.limit) &&
                respcache_lookup_loop(req, res)) {
         /* answered from the cache, on the loop (unless a shared budget in Redis must be asked first) */

@@ -79,6 +79,12 @@ def start_services():
     return env
 
 
+TEST_JWT_SECRET = "test-secret-for-hearth-api-tests-0123456789abcdef"
+ADMIN_EMAIL = "admin@hearth.test"
+ADMIN_PASSWORD = "admin-password-1"
+_DEFAULT = object()
+
+
 def base_env(data_dir, extra=None):
     env = dict(os.environ)
     # never inherit settings of a developer's shell that would change what we test
@@ -89,6 +95,10 @@ def base_env(data_dir, extra=None):
             del env[k]
     env["HEARTH_DATA_DIR"] = data_dir
     env["HEARTH_LOG_LEVEL"] = "warn"
+    # password hashing turned down so tests stay fast; one token secret so instances share tokens
+    env["HEARTH_ARGON2_OPS"] = "1"
+    env["HEARTH_ARGON2_MEM_KB"] = "64"
+    env["HEARTH_JWT_SECRET"] = TEST_JWT_SECRET
     if TEST_PG:
         env["DATABASE_URL"] = pg_database_for(data_dir)
     if TEST_REDIS:
@@ -251,8 +261,53 @@ class Server:
                 total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
         return total
 
-    def request(self, method, path, body=None, headers=None, timeout=15):
+    # --- accounts ------------------------------------------------------------------------------
+
+    def admin_token(self):
+        """An access token of the test admin (admin@hearth.test), made with `hearth user create`
+        on first use and kept; login again if it stopped working (a test revoked it)."""
+        tok = getattr(self, "_admin_token", None)
+        if tok and self.request("GET", "/api/me", token=tok).status == 200:
+            return tok
+        r = run_cli(["user", "create", "--email", ADMIN_EMAIL, "--role", "admin", "--password", ADMIN_PASSWORD,
+                     "--full-name", "Test Admin"], self.data_dir, self.extra_env)
+        if r.returncode not in (0, 1):  # 1: it exists already (another server on this database)
+            raise RuntimeError("hearth user create exited %d: %s" % (r.returncode, r.stderr))
+        self._admin_token = self.login(ADMIN_EMAIL, ADMIN_PASSWORD)["access_token"]
+        return self._admin_token
+
+    def login(self, email, password):
+        r = self.request("POST", "/api/auth/login", body={"email": email, "password": password}, token=None)
+        if r.status != 200:
+            raise RuntimeError("login as %s: %r" % (email, r))
+        return r.json
+
+    def user(self, role, email=None, password="user-password-1"):
+        """A new active user with `role`: registered, promoted by the admin when not a buyer, logged
+        in. Returns a dict with id, email, password, access_token, refresh_token."""
+        email = email or "%s-%s@hearth.test" % (role, os.urandom(6).hex())
+        r = self.request("POST", "/api/auth/register",
+                         body={"email": email, "password": password, "full_name": role.title() + " User"}, token=None)
+        if r.status != 201:
+            raise RuntimeError("register %s: %r" % (email, r))
+        uid = r.json["id"]
+        if role != "buyer":
+            r = self.request("PATCH", "/api/users/%d" % uid, body={"role": role}, token=self.admin_token())
+            if r.status != 200:
+                raise RuntimeError("make %s an %s: %r" % (email, role, r))
+        tokens = self.login(email, password)
+        return dict(tokens, id=uid, email=email, password=password)
+
+    def request(self, method, path, body=None, headers=None, timeout=15, token=_DEFAULT):
+        """token: a bearer token to send; None sends none; left out, requests other than GET, HEAD
+        and OPTIONS carry the test admin's (unless `headers` has an Authorization)."""
         hdrs = dict(headers or {})
+        if token is _DEFAULT:
+            token = None
+            if method not in ("GET", "HEAD", "OPTIONS") and not any(k.lower() == "authorization" for k in hdrs):
+                token = self.admin_token()
+        if token is not None:
+            hdrs["Authorization"] = "Bearer " + token
         payload = body
         if body is not None and not isinstance(body, (bytes, bytearray, str)):
             payload = json.dumps(body).encode()
@@ -457,8 +512,8 @@ class ServerTestCase(unittest.TestCase):
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def request(self, method, path, body=None, headers=None, timeout=15):
-        return self.server.request(method, path, body, headers, timeout)
+    def request(self, method, path, body=None, headers=None, timeout=15, token=_DEFAULT):
+        return self.server.request(method, path, body, headers, timeout, token)
 
     def raw(self, data, timeout=10, responses=1):
         return self.server.raw(data, timeout, responses)
