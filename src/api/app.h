@@ -53,6 +53,9 @@ void audit_list(http_request_t *req, http_response_t *res);
 /* On the loop: a request with an Authorization header must carry a well-formed bearer token with a
  * good signature and times (401 otherwise); its user and session are noted in the request. */
 bool auth_precheck(http_request_t *req, http_response_t *res);
+/* On a worker, for a request that passed auth_precheck with a token: its session is live and its
+ * user active (401 otherwise); who it is is kept in the request for auth_actor. */
+bool auth_session_check(http_request_t *req, http_response_t *res);
 
 typedef struct actor {
     bool known; /* a valid token came with the request */

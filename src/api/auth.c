@@ -78,12 +78,27 @@ bool auth_precheck(http_request_t *req, http_response_t *res)
     return true;
 }
 
+bool auth_session_check(http_request_t *req, http_response_t *res)
+{
+    store_conn_t *c = app_store(req, res);
+    if (!c)
+        return false;
+    actor_t *actor = arena_alloc(req->arena, sizeof *actor);
+    bool ok = auth_actor(req, res, c, 0, actor);
+    app_store_done(c);
+    if (ok)
+        req->auth_actor = actor;
+    return ok;
+}
+
 bool auth_actor(http_request_t *req, http_response_t *res, store_conn_t *c, int roles, actor_t *out)
 {
     memset(out, 0, sizeof *out);
     err_t e;
     err_clear(&e);
-    if (req->auth_present) {
+    if (req->auth_actor) {
+        *out = *(const actor_t *)req->auth_actor; /* checked on this request already */
+    } else if (req->auth_present) {
         if (!account_identify(c, req->auth_user_id, req->auth_session_id, req->arena, &out->user, &e)) {
             if (e.code == ERR_UNAUTHORIZED)
                 unauthorized(req, res, &e, true);

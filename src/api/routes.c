@@ -30,3 +30,4 @@ route_t app_routes[] = {
 };
 
 bool (*app_precheck)(http_request_t *req, http_response_t *res) = auth_precheck;
+bool (*app_worker_check)(http_request_t *req, http_response_t *res) = auth_session_check;

@@ -92,11 +92,13 @@ static bool check_name(const char *name, err_t *e)
     return true;
 }
 
-/* A string member: NULL when absent; a detail when present but not a string. */
-static const char *member_str(json_t *body, const char *name, err_t *e)
+/* A string member: NULL when absent (*given false); a detail when present but not a string (null
+ * included: no field may be set to null). */
+static const char *member_str(json_t *body, const char *name, bool *given, err_t *e)
 {
     json_t *v = json_object_get(body, name);
-    if (!v || json_is_null(v))
+    *given = v != NULL;
+    if (!v)
         return NULL;
     if (!json_is_string(v)) {
         err_field(e, name, "must be a string");
@@ -119,17 +121,18 @@ bool account_read_register(json_t *body, user_input_t *in, arena_t *a, err_t *e)
     in->role = ROLE_BUYER;
     if (!body_object(body, e))
         return false;
-    const char *email = member_str(body, "email", e), *pw = member_str(body, "password", e),
-               *name = member_str(body, "full_name", e);
-    if (!email && !json_object_get(body, "email"))
+    bool has_email, has_pw, has_name;
+    const char *email = member_str(body, "email", &has_email, e), *pw = member_str(body, "password", &has_pw, e),
+               *name = member_str(body, "full_name", &has_name, e);
+    if (!has_email)
         err_field(e, "email", "is required");
     else if (email)
         account_check_email(email, &in->email, a, e);
-    if (!pw && !json_object_get(body, "password"))
+    if (!has_pw)
         err_field(e, "password", "is required");
     else if (pw && account_check_password(pw, e))
         in->password = arena_strdup(a, pw);
-    if (!name && !json_object_get(body, "full_name"))
+    if (!has_name)
         err_field(e, "full_name", "is required");
     else if (name && check_name(name, e))
         in->full_name = arena_strdup(a, name);
@@ -142,8 +145,9 @@ bool account_read_patch(json_t *body, user_input_t *in, arena_t *a, err_t *e)
     in->active = -1;
     if (!body_object(body, e))
         return false;
-    const char *role = member_str(body, "role", e), *status = member_str(body, "status", e),
-               *name = member_str(body, "full_name", e);
+    bool given;
+    const char *role = member_str(body, "role", &given, e), *status = member_str(body, "status", &given, e),
+               *name = member_str(body, "full_name", &given, e);
     if (role && !(in->role = role_parse(role)))
         err_field(e, "role", "must be one of buyer, agent, admin");
     if (status) {
@@ -290,8 +294,9 @@ bool account_list(store_conn_t *c, role_t role, int active, int64_t after_id, in
                        num(a, after_id), num(a, limit + 1)};
     store_rows_t r;
     if (!q(c,
-           "SELECT " USER_COLUMNS " FROM users WHERE ($1 IS NULL OR role = $1) AND ($2 IS NULL OR status = $2)"
-           " AND id > CAST($3 AS BIGINT) AND email <> 'system@hearth.local' ORDER BY id LIMIT CAST($4 AS BIGINT)",
+           "SELECT " USER_COLUMNS " FROM users WHERE (CAST($1 AS TEXT) IS NULL OR role = $1)"
+           " AND (CAST($2 AS TEXT) IS NULL OR status = $2) AND id > CAST($3 AS BIGINT)"
+           " ORDER BY id LIMIT CAST($4 AS BIGINT)",
            4, v, a, &r, e))
         return false;
     out->more = r.nrows > limit;
@@ -326,8 +331,15 @@ bool account_update(store_conn_t *c, int64_t id, const user_input_t *in, const s
                 " full_name = COALESCE($4, full_name), updated_at = CAST($5 AS BIGINT)"
                 " WHERE id = CAST($1 AS BIGINT) AND email <> 'system@hearth.local' RETURNING " USER_COLUMNS,
                 5, v, a, &r, e);
-    if (ok && r.nrows == 0)
-        ok = err_set(e, ERR_NOT_FOUND, "no user with id %lld", (long long)id);
+    if (ok && r.nrows == 0) {
+        user_t exists;
+        err_t ignore;
+        err_clear(&ignore);
+        if (account_get(c, id, a, &exists, &ignore))
+            ok = err_set(e, ERR_CONFLICT, "the system account (owner of imported listings) cannot be changed");
+        else
+            ok = err_set(e, ERR_NOT_FOUND, "no user with id %lld", (long long)id);
+    }
     if (ok) {
         user_read(&r, 0, out);
         if (in->active == 0)
@@ -539,10 +551,12 @@ bool account_audit_list(store_conn_t *c, const audit_query_t *aq, arena_t *a, jw
     store_rows_t r;
     if (!q(c,
            "SELECT id, at, actor_id, action, resource_type, resource_id, ip, request_id, detail FROM audit_log"
-           " WHERE ($1 IS NULL OR actor_id = CAST($1 AS BIGINT)) AND ($2 IS NULL OR action = $2)"
-           " AND ($3 IS NULL OR resource_type = $3) AND ($4 IS NULL OR resource_id = $4)"
-           " AND ($5 IS NULL OR at >= CAST($5 AS BIGINT)) AND ($6 IS NULL OR at < CAST($6 AS BIGINT))"
-           " AND ($7 IS NULL OR id < CAST($7 AS BIGINT)) ORDER BY id DESC LIMIT CAST($8 AS BIGINT)",
+           " WHERE (CAST($1 AS BIGINT) IS NULL OR actor_id = CAST($1 AS BIGINT))"
+           " AND (CAST($2 AS TEXT) IS NULL OR action = $2) AND (CAST($3 AS TEXT) IS NULL OR resource_type = $3)"
+           " AND (CAST($4 AS TEXT) IS NULL OR resource_id = $4)"
+           " AND (CAST($5 AS BIGINT) IS NULL OR at >= CAST($5 AS BIGINT))"
+           " AND (CAST($6 AS BIGINT) IS NULL OR at < CAST($6 AS BIGINT))"
+           " AND (CAST($7 AS BIGINT) IS NULL OR id < CAST($7 AS BIGINT)) ORDER BY id DESC LIMIT CAST($8 AS BIGINT)",
            8, v, a, &r, e))
         return false;
     *more = r.nrows > aq->limit;

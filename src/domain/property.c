@@ -510,12 +510,27 @@ bool property_cursor_decode(property_query_t *q, const char *s)
     if (m <= 0 || m >= (long)sizeof raw)
         return false;
     raw[m] = '\0';
-    char key[24], dir;
-    long long value, id;
-    int used = 0;
-    if (sscanf(raw, "v1|%23[a-z_]|%c|%lld|%lld%n", key, &dir, &value, &id, &used) != 4 || used != m)
+    /* v1|KEY|a-or-d|VALUE|ID, the numbers strictly (an out-of-range one is refused, not clamped) */
+    if (strlen(raw) != (size_t)m)
+        return false; /* an embedded NUL */
+    char *part[5], *t = raw;
+    for (int i = 0; i < 5; i++) {
+        part[i] = t;
+        char *bar = strchr(t, '|');
+        if (i == 4 && bar)
+            return false; /* more than five parts */
+        if (i < 4) {
+            if (!bar)
+                return false;
+            *bar = '\0';
+            t = bar + 1;
+        }
+    }
+    int64_t value, id;
+    if (strcmp(part[0], "v1") != 0 || strlen(part[2]) != 1 || !parse_i64(part[3], &value) || !parse_i64(part[4], &id))
         return false;
-    if (strcmp(key, property_sort_names[q->sort]) != 0 || dir != (q->desc ? 'd' : 'a') || id <= 0)
+    char dir = part[2][0];
+    if (strcmp(part[1], property_sort_names[q->sort]) != 0 || dir != (q->desc ? 'd' : 'a') || id <= 0)
         return false;
     q->has_cursor = true;
     q->cursor_value = value;

@@ -55,6 +55,7 @@ typedef struct http_request {
     /* A bearer token whose signature and times were checked on the loop (api/auth.c): */
     bool auth_present;
     int64_t auth_user_id, auth_session_id;
+    void *auth_actor; /* set by app_worker_check: who it found (api/auth.c's actor_t, in the arena) */
 } http_request_t;
 
 typedef struct http_response {

@@ -28,6 +28,10 @@ extern route_t app_routes[];
 /* Runs on the loop for every matched request before anything else is done with it (api/auth.c's
  * bearer-token check); false when it has written the answer itself. NULL: none. */
 extern bool (*app_precheck)(http_request_t *req, http_response_t *res);
+/* Runs on a worker before the handler of every request that carried a token (api/auth.c: its
+ * session must be live and its user active); false when it has written the answer. Routes marked
+ * ROUTE_ON_LOOP go to a worker when a token came with them, so that this check runs. */
+extern bool (*app_worker_check)(http_request_t *req, http_response_t *res);
 int router_count(void);
 
 typedef enum { ROUTE_FOUND, ROUTE_NO_PATH, ROUTE_NO_METHOD } route_match_t;

@@ -321,6 +321,8 @@ static void run_handler(uv_work_t *w)
         ratelimit_mw_reject(&c->req, &c->res, &c->rl); /* shared budgets live in Redis: checked here */
         return;
     }
+    if (c->req.auth_present && app_worker_check && !app_worker_check(&c->req, &c->res))
+        return; /* a token whose session or user is no longer valid: 401 */
     if (c->req.route->flags & ROUTE_CACHE)
         respcache_run(&c->req, &c->res, c->req.route->handler);
     else
@@ -399,7 +401,7 @@ static void respond(conn_t *c)
     } else if ((req->route->flags & ROUTE_CACHE) && !(ratelimit_mw_blocking() && c->rl.limit) &&
                respcache_lookup_loop(req, res)) {
         /* answered from the cache, on the loop (unless a shared budget in Redis must be asked first) */
-    } else if (req->route->flags & ROUTE_ON_LOOP) {
+    } else if ((req->route->flags & ROUTE_ON_LOOP) && !req->auth_present) {
         req->route->handler(req, res);
     } else {
         if (atomic_fetch_add(&queued_work, 1) < cfg->workers * WORK_PER_WORKER) {

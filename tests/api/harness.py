@@ -263,11 +263,11 @@ class Server:
 
     # --- accounts ------------------------------------------------------------------------------
 
-    def admin_token(self):
+    def admin_token(self, fresh=False):
         """An access token of the test admin (admin@hearth.test), made with `hearth user create`
-        on first use and kept; login again if it stopped working (a test revoked it)."""
+        and a login on first use, then kept (fresh=True logs in again)."""
         tok = getattr(self, "_admin_token", None)
-        if tok and self.request("GET", "/api/me", token=tok).status == 200:
+        if tok and not fresh:
             return tok
         r = run_cli(["user", "create", "--email", ADMIN_EMAIL, "--role", "admin", "--password", ADMIN_PASSWORD,
                      "--full-name", "Test Admin"], self.data_dir, self.extra_env)
@@ -514,6 +514,11 @@ class ServerTestCase(unittest.TestCase):
 
     def request(self, method, path, body=None, headers=None, timeout=15, token=_DEFAULT):
         return self.server.request(method, path, body, headers, timeout, token)
+
+    @property
+    def auth(self):
+        """The test admin's Authorization header line, for raw requests that write."""
+        return b"Authorization: Bearer " + self.server.admin_token().encode() + b"\r\n"
 
     def raw(self, data, timeout=10, responses=1):
         return self.server.raw(data, timeout, responses)

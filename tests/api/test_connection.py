@@ -30,7 +30,7 @@ class ConnectionTest(ServerTestCase):
 
     def test_trailers_are_not_headers(self):
         body = b'{"title":"t"}'
-        req = (b"POST /api/properties HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        req = (b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Transfer-Encoding: chunked\r\n\r\n"
                b"%x\r\n%s\r\n0\r\nContent-Type: application/json\r\nX-Pad: 1\r\n\r\n" % (len(body), body))
         out = self.server.raw(req)
         self.assertEqual(harness.parse_status(out), 415, out[:200])  # no Content-Type in the head

@@ -51,7 +51,7 @@ class LimitsTest(ServerTestCase):
     def test_content_length_too_large_answered_without_body(self):
         s = self.server.connect()
         try:
-            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\n"
                       b"Content-Length: %d\r\n\r\n" % (MAX_BODY + 1000))
             r = self.read_one(s)
             self.assert_error(r, 413, "payload_too_large")
@@ -61,7 +61,7 @@ class LimitsTest(ServerTestCase):
     def test_content_length_huge_value(self):
         s = self.server.connect()
         try:
-            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\n"
                       b"Content-Length: 99999999999999\r\n\r\n")
             r = self.read_one(s)
             self.assert_error(r, 413, "payload_too_large")
@@ -82,7 +82,7 @@ class LimitsTest(ServerTestCase):
         body = self.padded_body(MAX_BODY + 1)
         s = self.server.connect()
         try:
-            head = (b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            head = (b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\n"
                     b"Content-Length: %d\r\n\r\n" % len(body))
             send_until_response(s, [head] + [body[i:i + 4096] for i in range(0, len(body), 4096)])
             r = self.read_one(s)
@@ -94,7 +94,7 @@ class LimitsTest(ServerTestCase):
         data = b" " * (MAX_BODY * 2)
         s = self.server.connect()
         try:
-            head = (b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            head = (b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\n"
                     b"Transfer-Encoding: chunked\r\n\r\n")
             send_until_response(s, [head, b"1\r\n{\r\n"] + chunked(data, 8192))
             r = self.read_one(s)
@@ -105,7 +105,7 @@ class LimitsTest(ServerTestCase):
     def test_chunked_huge_chunk_size(self):
         s = self.server.connect()
         try:
-            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\n"
                       b"Transfer-Encoding: chunked\r\n\r\nfffffffffff\r\n")
             r = self.read_one(s)
             self.assertIn(r.status, (400, 413), repr(r))
@@ -116,7 +116,7 @@ class LimitsTest(ServerTestCase):
         body = json.dumps(valid_property(title="Chunked house", price=123456.78)).encode()
         s = self.server.connect()
         try:
-            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\n"
                       b"Transfer-Encoding: chunked\r\n\r\n")
             for c in chunked(body, 37):
                 s.sendall(c)
@@ -138,7 +138,7 @@ class LimitsTest(ServerTestCase):
         half = len(body) // 2
         s = self.server.connect()
         try:
-            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\n"
                       b"Transfer-Encoding: chunked\r\n\r\n"
                       b"%x;name=value\r\n%s\r\n%X\r\n%s\r\n0\r\nX-Trailer: yes\r\n\r\n"
                       % (half, body[:half], len(body) - half, body[half:]))
@@ -154,7 +154,7 @@ class LimitsTest(ServerTestCase):
         try:
             rd = RawReader(s)
             for i in range(3):
-                s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\n"
                           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
                 r = rd.read_response()
                 self.assertEqual(r.status, 201, repr(r))
@@ -256,7 +256,7 @@ class LimitsTest(ServerTestCase):
         body = json.dumps(valid_property(title="Pipelined")).encode()
         s = self.server.connect()
         try:
-            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\n"
                       b"Content-Length: %d\r\nX-Request-ID: pp-1\r\n\r\n%s"
                       b"GET /health/live HTTP/1.1\r\nHost: t\r\nX-Request-ID: pp-2\r\n\r\n" % (len(body), body))
             rd = RawReader(s)
@@ -318,11 +318,11 @@ class LimitsTest(ServerTestCase):
                                    b"Content-Length: %d\r\n\r\n%s")
 
     def test_body_consumed_after_415(self):
-        self.body_is_not_a_request(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+        self.body_is_not_a_request(b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: text/plain\r\n"
                                    b"Content-Length: %d\r\n\r\n%s")
 
     def test_body_consumed_after_400(self):
-        self.body_is_not_a_request(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        self.body_is_not_a_request(b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\n"
                                    b"Content-Length: %d\r\n\r\n%s")
 
     def test_body_on_get_consumed(self):
@@ -345,7 +345,7 @@ class LimitsTest(ServerTestCase):
     def test_request_id_echoed_on_limit_errors(self):
         s = self.server.connect()
         try:
-            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nX-Request-ID: big-1\r\nContent-Type: application/json\r\n"
+            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"X-Request-ID: big-1\r\nContent-Type: application/json\r\n"
                       b"Content-Length: %d\r\n\r\n" % (MAX_BODY * 4))
             r = self.read_one(s)
             err = self.assert_error(r, 413, "payload_too_large")
@@ -445,7 +445,7 @@ class LimitsTest(ServerTestCase):
     def test_slow_body_timeout(self):
         s = self.server.connect()
         try:
-            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\n"
                       b"Content-Length: 100\r\n\r\n{\"title\":")
             data = b""
             deadline = time.monotonic() + 12

@@ -33,7 +33,7 @@ class RobustnessTest(ServerTestCase):
 
     def test_truncated_requests(self):
         for part in (b"GET /health/li", b"GET /health/live HTTP/1.1\r\nHost: t\r\nX-A: b",
-                     b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\n"
                      b"Content-Length: 500\r\n\r\n{\"title\":"):
             for _ in range(5):
                 s = self.server.connect()
@@ -124,7 +124,7 @@ class RobustnessTest(ServerTestCase):
         sent = 0
         got = b""
         try:
-            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\n"
                       b"Content-Length: %d\r\n\r\n" % total)
             block = b" " * 65536
             s.setblocking(False)
@@ -170,7 +170,7 @@ class RobustnessTest(ServerTestCase):
         sent = 0
         got = b""
         try:
-            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\n"
                       b"Transfer-Encoding: chunked\r\n\r\n")
             block = b"10000\r\n" + b" " * 65536 + b"\r\n"
             s.settimeout(10)
@@ -195,19 +195,19 @@ class RobustnessTest(ServerTestCase):
 
     def test_content_length_and_transfer_encoding(self):
         body = b'{"title":"x"}'
-        req = (b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        req = (b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\n"
                b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\nd\r\n%s\r\n0\r\n\r\n" % (len(body), body))
         out = self.raw(req)
         self.assertEqual(parse_status(out), 400, out[:300])
 
     def test_smuggling_variants(self):
         for req in (
-            b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-            b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Length: -5\r\n\r\n",
-            b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Length: 5x\r\n\r\nhello",
-            b"POST /api/properties HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
-            b"POST /api/properties HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
-            b"POST /api/properties HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+            b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+            b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Length: -5\r\n\r\n",
+            b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Length: 5x\r\n\r\nhello",
+            b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+            b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Transfer-Encoding: gzip\r\n\r\n",
+            b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
         ):
             out = self.raw(req)
             st = parse_status(out)
@@ -271,7 +271,7 @@ class RobustnessTest(ServerTestCase):
         body = b'{"title":"Expect","price":100,"location":"x","bedrooms":1,"bathrooms":1,"size_sqft":100}'
         s = self.server.connect()
         try:
-            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            s.sendall(b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\n"
                       b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
             select.select([s], [], [], 2)
             s.sendall(body)
@@ -285,9 +285,9 @@ class RobustnessTest(ServerTestCase):
         rnd = random.Random(1234)
         seeds = [
             b"GET /api/properties?limit=5&sort=-price&min_price=100.50 HTTP/1.1\r\nHost: t\r\nX-Request-ID: m1\r\n\r\n",
-            b"POST /api/properties HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 86\r\n\r\n"
+            b"POST /api/properties HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\nContent-Length: 86\r\n\r\n"
             b'{"title":"M","price":1.5,"location":"x","bedrooms":1,"bathrooms":1,"size_sqft":5,"amenities":["a"]}'[:86],
-            b"PATCH /api/properties/1 HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nIf-Match: \"1\"\r\n"
+            b"PATCH /api/properties/1 HTTP/1.1\r\nHost: t\r\n" + self.auth + b"Content-Type: application/json\r\nIf-Match: \"1\"\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n",
             b"OPTIONS /api/properties HTTP/1.1\r\nHost: t\r\nOrigin: https://x\r\nAccess-Control-Request-Method: POST\r\n\r\n",
         ]

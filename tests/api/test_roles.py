@@ -96,6 +96,30 @@ class RolesTest(ServerTestCase):
                     r = self.request("GET", path, token=self.tok(role))
                     self.assertEqual(r.status, 200, "%s GET %s -> %r" % (role, path, r))
 
+    def test_auth_routes_for_everyone(self):
+        # register, login, refresh and logout are public: a caller's (valid) token changes nothing
+        for role in ROLES:
+            with self.subTest(role=role):
+                email = "pub-%s@hearth.test" % os.urandom(6).hex()
+                r = self.request("POST", "/api/auth/register",
+                                 {"email": email, "password": "pub-password-1", "full_name": "Pub"}, token=self.tok(role))
+                self.assertEqual(r.status, 201, repr(r))
+                self.assertEqual(r.json["role"], "buyer", "a registration by an admin made a non-buyer")
+                r = self.request("POST", "/api/auth/login", {"email": email, "password": "pub-password-1"},
+                                 token=self.tok(role))
+                self.assertEqual(r.status, 200, repr(r))
+                me = self.request("GET", "/api/me", token=r.json["access_token"]).json
+                self.assertEqual(me["email"], email, "the new tokens are not the new user's")
+                r = self.request("POST", "/api/auth/refresh", {"refresh_token": r.json["refresh_token"]},
+                                 token=self.tok(role))
+                self.assertEqual(r.status, 200, repr(r))
+                r = self.request("POST", "/api/auth/logout", {"refresh_token": r.json["refresh_token"]},
+                                 token=self.tok(role))
+                self.assertEqual(r.status, 204, repr(r))
+        # the callers' own sessions are untouched by all that
+        for role in ("buyer", "agent", "admin"):
+            self.assertEqual(self.request("GET", "/api/me", token=self.tok(role)).status, 200)
+
     def test_metrics_from_a_remote_client(self):
         # loopback only, unless the caller is an admin: then from anywhere
         hdrs = {"X-Forwarded-For": REMOTE}
@@ -200,11 +224,11 @@ class RolesTest(ServerTestCase):
 
     def test_imported_listings_belong_to_the_system_account(self):
         p = self.imported_listing()
-        r = self.as_root("GET", "/api/users?role=agent&status=disabled&limit=100")
+        r = self.as_root("GET", "/api/users/%d" % p["owner_id"])
         self.assertEqual(r.status, 200, repr(r))
-        system = [u for u in r.json["items"] if u["email"] == "system@hearth.local"]
-        self.assertEqual(len(system), 1, "no disabled agent system@hearth.local: %r" % r.json)
-        self.assertEqual(p["owner_id"], system[0]["id"])
+        system = [r.json]
+        self.assertEqual((r.json["email"], r.json["role"], r.json["status"]),
+                         ("system@hearth.local", "agent", "disabled"))
         path = "/api/properties/%d" % p["id"]
         self.expect(self.request("PATCH", path, {"price": 5}, token=self.tok("agent")), 403, "agent PATCH imported")
         self.expect(self.request("DELETE", path, token=self.tok("agent")), 403, "agent DELETE imported")
@@ -281,6 +305,13 @@ class RolesTest(ServerTestCase):
         agents = [u["id"] for u in self.as_root("GET", "/api/users?role=agent&limit=100").json["items"]]
         self.assertIn(self.uid("agent"), agents)
         self.assertNotIn(self.uid("buyer"), agents)
+
+    def test_users_list_includes_the_system_account(self):
+        # nothing in the contract leaves it out of the list (and api.md's example shows it)
+        owner = self.imported_listing()["owner_id"]
+        r = self.as_root("GET", "/api/users?role=agent&status=disabled&limit=100")
+        self.assertEqual(r.status, 200, repr(r))
+        self.assertIn(owner, [u["id"] for u in r.json["items"]], "system account missing: %r" % r.json)
 
     def test_users_list_bad_parameters(self):
         for q in ("limit=0", "limit=101", "role=superuser", "status=gone"):
