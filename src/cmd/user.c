@@ -51,8 +51,7 @@ int cmd_user(int argc, char **argv)
         err_field(&e, "role", "must be one of buyer, agent, admin");
     account_check_email(email, &in.email, &a, &e);
     account_check_password(password, &e);
-    if (strlen(in.full_name) < 1 || strlen(in.full_name) > 200)
-        err_field(&e, "full_name", "must be 1 to 200 bytes");
+    account_check_name(in.full_name, &e);
     if (e.code != ERR_NONE) {
         for (int i = 0; i < e.ndetails; i++)
             fprintf(stderr, "hearth user create: --%s %s\n", strcmp(e.details[i].field, "full_name") == 0 ? "full-name" : e.details[i].field,

@@ -82,7 +82,7 @@ bool account_check_password(const char *password, err_t *e)
     return true;
 }
 
-static bool check_name(const char *name, err_t *e)
+bool account_check_name(const char *name, err_t *e)
 {
     size_t n = strlen(name);
     if (n < 1 || n > 200 || !plain_text(name)) {
@@ -134,7 +134,7 @@ bool account_read_register(json_t *body, user_input_t *in, arena_t *a, err_t *e)
         in->password = arena_strdup(a, pw);
     if (!has_name)
         err_field(e, "full_name", "is required");
-    else if (name && check_name(name, e))
+    else if (name && account_check_name(name, e))
         in->full_name = arena_strdup(a, name);
     return e->code == ERR_NONE;
 }
@@ -158,7 +158,7 @@ bool account_read_patch(json_t *body, user_input_t *in, arena_t *a, err_t *e)
         else
             err_field(e, "status", "must be active or disabled");
     }
-    if (name && check_name(name, e))
+    if (name && account_check_name(name, e))
         in->full_name = arena_strdup(a, name);
     return e->code == ERR_NONE;
 }
@@ -371,8 +371,8 @@ bool account_login(store_conn_t *c, const char *email, const char *password, con
     const char *lower = email;
     err_t ignore;
     err_clear(&ignore);
-    bool found = false;
-    if (account_check_email(email, &lower, a, &ignore) && !find_by_email(c, lower, a, out, &found, e))
+    bool found = false, plausible = account_check_email(email, &lower, a, &ignore);
+    if (plausible && !find_by_email(c, lower, a, out, &found, e))
         return false;
     /* the same work whatever the reason: a hash is always verified */
     const char *hash = found && out->password_hash && out->password_hash[0] ? out->password_hash : dummy_hash;
@@ -388,11 +388,11 @@ bool account_login(store_conn_t *c, const char *email, const char *password, con
         buf_init(&d);
         jw_init(&w, &d);
         jw_obj_begin(&w);
-        size_t elen = email ? strnlen(email, 254) : 0;
-        while (elen && email[elen] && ((unsigned char)email[elen] & 0xC0) == 0x80)
-            elen--; /* cut on a character boundary */
-        jw_key(&w, "email");
-        jw_strn(&w, email ? email : "", elen);
+        jw_key(&w, "email"); /* not what was typed when it is no email: it may be a password */
+        if (plausible)
+            jw_str(&w, lower);
+        else
+            jw_null(&w);
         jw_kstr(&w, "reason", !found ? "unknown email" : !match ? "wrong password" : "account disabled");
         jw_obj_end(&w);
         audit->detail = arena_strndup(a, d.data, d.len);
@@ -401,6 +401,17 @@ bool account_login(store_conn_t *c, const char *email, const char *password, con
         return err_set(e, ERR_UNAUTHORIZED, "invalid email or password");
     }
     audit->action = "auth.login";
+    if (crypto_pwhash_str_needs_rehash(hash, pw_ops, pw_mem) != 0) { /* the cost changed: rehash now */
+        char fresh[crypto_pwhash_STRBYTES];
+        if (crypto_pwhash_str(fresh, password, strlen(password), pw_ops, pw_mem) == 0) {
+            const char *v[] = {num(a, out->id), fresh};
+            store_rows_t r;
+            err_t quiet;
+            err_clear(&quiet);
+            q(c, "UPDATE users SET password_hash = $2 WHERE id = CAST($1 AS BIGINT)", 2, v, a, &r, &quiet);
+        }
+        sodium_memzero(fresh, sizeof fresh);
+    }
     int64_t now = time_now_us();
     const char *v[] = {num(a, out->id), num(a, now), num(a, now + session_ttl_s * 1000000)};
     if (!c->store->ops->begin(c, e))

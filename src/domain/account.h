@@ -56,6 +56,7 @@ bool account_read_patch(json_t *body, user_input_t *in, arena_t *a, err_t *e);
 /* Checks an email (and lower-cases it into `a`), for the command line too. */
 bool account_check_email(const char *email, const char **lower, arena_t *a, err_t *e);
 bool account_check_password(const char *password, err_t *e);
+bool account_check_name(const char *full_name, err_t *e);
 
 void user_write_json(jw_t *w, const user_t *u);
 

@@ -45,6 +45,31 @@ bool http_param_id(const http_request_t *req, const char *name, int64_t *out, er
     return true;
 }
 
+static const char *json_problem(const json_error_t *je)
+{
+    switch (json_error_code(je)) {
+    case json_error_invalid_utf8:
+        return "invalid UTF-8";
+    case json_error_premature_end_of_input:
+        return "the body ends before the JSON value does";
+    case json_error_end_of_input_expected:
+        return "text after the JSON value";
+    case json_error_null_character:
+    case json_error_null_byte_in_key:
+        return "a NUL character (\\u0000) is not allowed";
+    case json_error_duplicate_key:
+        return "a key appears twice in one object";
+    case json_error_numeric_overflow:
+        return "a number is out of range";
+    case json_error_stack_overflow:
+        return "nested too deeply";
+    case json_error_out_of_memory:
+        return "too large";
+    default:
+        return "invalid syntax";
+    }
+}
+
 json_t *http_json_body(const http_request_t *req, err_t *e)
 {
     const char *ct = http_header(req, "Content-Type");
@@ -62,7 +87,8 @@ json_t *http_json_body(const http_request_t *req, err_t *e)
     json_error_t je;
     json_t *v = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
     if (!v) {
-        err_set(e, ERR_BAD_REQUEST, "malformed JSON at line %d, column %d: %s", je.line, je.column, je.text);
+        /* in words of our own: jansson's text quotes the body ("near '...'"), which may hold a password */
+        err_set(e, ERR_BAD_REQUEST, "malformed JSON at line %d, column %d: %s", je.line, je.column, json_problem(&je));
         return NULL;
     }
     return v;
