@@ -180,6 +180,34 @@ static bool origin_allowed(const char *origin)
 
 static void reset_request(conn_t *c);
 
+/* The request target with the values of credential parameters (access_token, refresh_token, as
+ * WebSocket and event-stream clients may send them) replaced: logs never hold a token. */
+static void redacted_target(const char *t, size_t n, buf_t *out)
+{
+    const char *q = memchr(t, '?', n);
+    if (!q) {
+        buf_append(out, t, n);
+        return;
+    }
+    buf_append(out, t, (size_t)(q - t));
+    const char *end = t + n;
+    for (const char *p = q; p < end;) {
+        const char *amp = memchr(p + 1, '&', (size_t)(end - p - 1));
+        const char *stop = amp ? amp : end;
+        const char *eq = memchr(p + 1, '=', (size_t)(stop - p - 1));
+        size_t name_len = (size_t)((eq ? eq : stop) - (p + 1));
+        bool secret = eq && ((name_len == 12 && memcmp(p + 1, "access_token", 12) == 0) ||
+                             (name_len == 13 && memcmp(p + 1, "refresh_token", 13) == 0));
+        if (secret) {
+            buf_append(out, p, (size_t)(eq + 1 - p));
+            buf_puts(out, "REDACTED");
+        } else {
+            buf_append(out, p, (size_t)(stop - p));
+        }
+        p = stop;
+    }
+}
+
 static void access_log(conn_t *c, uint64_t dur_ns)
 {
     if (!log_enabled(LOG_INFO))
@@ -191,7 +219,11 @@ static void access_log(conn_t *c, uint64_t dur_ns)
     buf_puts(&f, "\"method\":");
     json_escape(&f, method, strlen(method));
     buf_puts(&f, ",\"path\":");
-    json_escape(&f, target, c->rp.url.len);
+    buf_t safe;
+    buf_init(&safe);
+    redacted_target(target, c->rp.url.len, &safe);
+    json_escape(&f, safe.data ? safe.data : "", safe.len);
+    buf_free(&safe);
     buf_printf(&f, ",\"status\":%d,\"duration_ms\":%.3f,\"bytes\":%zu,\"remote\":\"%s\"", c->res.status,
                (double)dur_ns / 1e6, c->res.body.len, c->req.peer);
     if (c->req.route) {
