@@ -12,6 +12,8 @@ static int usage(FILE *to)
                 "  migrate                               apply pending database migrations\n"
                 "  import FILE --format ames|sacramento|json [--source NAME]\n"
                 "                                        import listings (idempotent)\n"
+                "  worker [--queues high,default,low] [--concurrency N]\n"
+                "                                        run background jobs\n"
                 "  routes                                list the HTTP routes\n"
                 "  user create --email E --role buyer|agent|admin [--full-name N] [--password P]\n"
                 "                                        create an account (password on stdin without --password)\n"
@@ -35,6 +37,8 @@ int main(int argc, char **argv)
         return cmd_routes(argc - 1, argv + 1);
     if (strcmp(cmd, "user") == 0)
         return cmd_user(argc - 1, argv + 1);
+    if (strcmp(cmd, "worker") == 0)
+        return cmd_worker(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("hearth %s\n", HEARTH_VERSION);
         return 0;

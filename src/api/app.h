@@ -7,6 +7,7 @@
 
 #include "../base/config.h"
 #include "../domain/account.h"
+#include "../domain/queue.h"
 #include "../infra/store.h"
 #include "../net/http.h"
 
@@ -47,6 +48,12 @@ void users_list(http_request_t *req, http_response_t *res);
 void users_get(http_request_t *req, http_response_t *res);
 void users_patch(http_request_t *req, http_response_t *res);
 void audit_list(http_request_t *req, http_response_t *res);
+void imports_create(http_request_t *req, http_response_t *res);
+void jobs_get(http_request_t *req, http_response_t *res);
+void jobs_list(http_request_t *req, http_response_t *res);
+void jobs_create(http_request_t *req, http_response_t *res);
+void jobs_retry(http_request_t *req, http_response_t *res);
+void jobs_cancel(http_request_t *req, http_response_t *res);
 
 /* Accounts (auth.c) ------------------------------------------------------------------------------ */
 
@@ -71,6 +78,12 @@ bool auth_actor(http_request_t *req, http_response_t *res, store_conn_t *c, int 
 /* An audit entry for this request, by `actor` (may be anonymous). */
 store_audit_t auth_audit_entry(const http_request_t *req, const actor_t *actor, const char *action,
                                const char *resource_type, const char *resource_id);
+/* Paging of the list routes (paging.c): `limit` 1..100 (default 20; 400 unreadable, 422 out of
+ * range), and cursors naming the last id of a page of `kind`. */
+bool api_read_limit(const http_query_t *q, int *limit, err_t *e);
+bool api_read_cursor(const char *s, const char *kind, int64_t *id, err_t *e);
+void api_write_cursor(jw_t *w, const char *kind, bool more, int64_t id);
+
 /* Start-up: token secret, password cost, login limits. */
 bool auth_setup(const config_t *cfg, struct redis_pool *redis, err_t *e);
 void auth_shutdown(void);

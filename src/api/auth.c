@@ -364,50 +364,6 @@ void me_get(http_request_t *req, http_response_t *res)
         write_user(res, 200, &actor.user);
 }
 
-/* Opaque cursors: "v1|<kind>|<id>" in base64url. */
-static void write_cursor(jw_t *w, const char *kind, bool more, int64_t id)
-{
-    jw_key(w, "next_cursor");
-    if (!more) {
-        jw_null(w);
-        return;
-    }
-    char raw[64], enc[96];
-    int n = snprintf(raw, sizeof raw, "v1|%s|%lld", kind, (long long)id);
-    b64url_encode(raw, (size_t)n, enc);
-    jw_str(w, enc);
-}
-
-static bool read_cursor(const char *s, const char *kind, int64_t *id, err_t *e)
-{
-    char raw[96];
-    size_t n = strlen(s);
-    long len = n < 100 ? b64url_decode(s, n, raw) : -1;
-    char prefix[32];
-    int pl = snprintf(prefix, sizeof prefix, "v1|%s|", kind);
-    if (len <= pl || len >= (long)sizeof raw)
-        return err_set(e, ERR_BAD_REQUEST, "cursor is not valid");
-    raw[len] = '\0';
-    if (memcmp(raw, prefix, (size_t)pl) != 0 || !parse_i64(raw + pl, id) || *id < 0)
-        return err_set(e, ERR_BAD_REQUEST, "cursor is not valid");
-    return true;
-}
-
-static bool read_limit(const http_query_t *q, int *limit, err_t *e)
-{
-    const char *v = http_query_get(q, "limit");
-    *limit = 20;
-    if (!v || !*v)
-        return true;
-    int64_t x;
-    if (!parse_i64(v, &x))
-        return err_set(e, ERR_BAD_REQUEST, "limit must be an integer, got \"%.40s\"", v);
-    if (x < 1 || x > 100)
-        err_field(e, "limit", "must be from 1 to 100");
-    *limit = (int)x;
-    return true;
-}
-
 /* The store connection of an admin-only request, or NULL with the answer written. */
 static store_conn_t *admin_conn(http_request_t *req, http_response_t *res, actor_t *actor)
 {
@@ -428,7 +384,7 @@ void users_list(http_request_t *req, http_response_t *res)
     role_t role = 0;
     int active = -1;
     int64_t after = 0;
-    if (http_query_parse(req, &q, &e) && read_limit(&q, &limit, &e)) {
+    if (http_query_parse(req, &q, &e) && api_read_limit(&q, &limit, &e)) {
         const char *r = http_query_get(&q, "role"), *st = http_query_get(&q, "status"), *cur = http_query_get(&q, "cursor");
         if (r && *r && !(role = role_parse(r)))
             err_field(&e, "role", "must be one of buyer, agent, admin");
@@ -439,7 +395,7 @@ void users_list(http_request_t *req, http_response_t *res)
                 err_field(&e, "status", "must be active or disabled");
         }
         if (cur && *cur && e.code == ERR_NONE)
-            read_cursor(cur, "users", &after, &e);
+            api_read_cursor(cur, "users", &after, &e);
     }
     actor_t actor;
     store_conn_t *c = admin_conn(req, res, &actor); /* 401/403 before any 4xx about the query */
@@ -465,7 +421,7 @@ void users_list(http_request_t *req, http_response_t *res)
     for (int i = 0; i < page.n; i++)
         user_write_json(&w, &page.items[i]);
     jw_arr_end(&w);
-    write_cursor(&w, "users", page.more, page.n ? page.items[page.n - 1].id : 0);
+    api_write_cursor(&w, "users", page.more, page.n ? page.items[page.n - 1].id : 0);
     jw_obj_end(&w);
 }
 
@@ -571,7 +527,7 @@ void audit_list(http_request_t *req, http_response_t *res)
     err_clear(&e);
     http_query_t q;
     audit_query_t aq = {0};
-    if (http_query_parse(req, &q, &e) && read_limit(&q, &aq.limit, &e)) {
+    if (http_query_parse(req, &q, &e) && api_read_limit(&q, &aq.limit, &e)) {
         const char *actor = http_query_get(&q, "actor_id"), *since = http_query_get(&q, "since"),
                    *until = http_query_get(&q, "until"), *cur = http_query_get(&q, "cursor");
         if (actor && *actor && (!parse_i64(actor, &aq.actor_id) || aq.actor_id < 1))
@@ -589,7 +545,7 @@ void audit_list(http_request_t *req, http_response_t *res)
             *dest[i] = v && *v ? v : NULL;
         }
         if (cur && *cur && e.code == ERR_NONE)
-            read_cursor(cur, "audit", &aq.before_id, &e);
+            api_read_cursor(cur, "audit", &aq.before_id, &e);
     }
     actor_t actor;
     store_conn_t *c = admin_conn(req, res, &actor);
@@ -613,6 +569,6 @@ void audit_list(http_request_t *req, http_response_t *res)
         http_res_error(req, res, &e);
         return;
     }
-    write_cursor(&w, "audit", more, last);
+    api_write_cursor(&w, "audit", more, last);
     jw_obj_end(&w);
 }

@@ -26,6 +26,12 @@ route_t app_routes[] = {
     {METHOD_GET, "/api/users/{id}", users_get, 0, 16, "read"},
     {METHOD_PATCH, "/api/users/{id}", users_patch, 0, 17, "write"},
     {METHOD_GET, "/api/audit", audit_list, 0, 18, "read"},
+    {METHOD_POST, "/api/imports", imports_create, 0, 19, "write"},
+    {METHOD_GET, "/api/jobs", jobs_list, 0, 20, "read"},
+    {METHOD_POST, "/api/jobs", jobs_create, 0, 21, "write"},
+    {METHOD_GET, "/api/jobs/{id}", jobs_get, 0, 22, "read"},
+    {METHOD_DELETE, "/api/jobs/{id}", jobs_cancel, 0, 23, "write"},
+    {METHOD_POST, "/api/jobs/{id}/retry", jobs_retry, 0, 24, "write"},
     {0, NULL, NULL, 0, 0, NULL},
 };
 

@@ -365,6 +365,13 @@ bool config_load(config_t *c, char *why, size_t n)
     if (v && !parse_size(v, &c->max_body))
         return fail(why, n, "HEARTH_MAX_BODY", "a size in bytes, optionally with k, M or G (for example 1M)", v);
 
+    v = env_str("HEARTH_TEST_JOBS");
+    if (v) {
+        if (strcmp(v, "1") != 0 && strcmp(v, "0") != 0)
+            return fail(why, n, "HEARTH_TEST_JOBS", "1 or 0", v);
+        c->test_jobs = strcmp(v, "1") == 0;
+    }
+
     v = env_str("HEARTH_METRICS_PUBLIC");
     if (v) {
         if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0)
@@ -386,7 +393,9 @@ bool config_load(config_t *c, char *why, size_t n)
         !env_int("HEARTH_ACCESS_TOKEN_TTL", 900, 10, 86400, &c->access_token_ttl_s, why, n) ||
         !env_int("HEARTH_REFRESH_TOKEN_TTL", 2592000, 60, 31536000, &c->refresh_token_ttl_s, why, n) ||
         !env_int("HEARTH_ARGON2_OPS", 2, 1, 10, &c->argon2_ops, why, n) ||
-        !env_int("HEARTH_ARGON2_MEM_KB", 65536, 64, 1048576, &c->argon2_mem_kb, why, n))
+        !env_int("HEARTH_ARGON2_MEM_KB", 65536, 64, 1048576, &c->argon2_mem_kb, why, n) ||
+        !env_int("HEARTH_JOB_WORKERS", 2, 0, 256, &c->job_workers, why, n) ||
+        !env_int("HEARTH_JOB_LEASE_MS", 30000, 300, 3600000, &c->job_lease_ms, why, n))
         return false;
     return true;
 }

@@ -54,6 +54,9 @@ typedef struct config {
     int argon2_ops, argon2_mem_kb; /* HEARTH_ARGON2_OPS, HEARTH_ARGON2_MEM_KB: password hashing cost */
     config_rate_rule_t login_rules[CONFIG_MAX_RATE_CLASSES]; /* HEARTH_LOGIN_LIMITS: classes "account", "address" */
     int nlogin_rules;
+    int job_workers;  /* HEARTH_JOB_WORKERS: job runner threads inside `serve` (0: none) */
+    int job_lease_ms; /* HEARTH_JOB_LEASE_MS */
+    bool test_jobs;   /* HEARTH_TEST_JOBS=1: the test.* job types (tests only) */
 } config_t;
 
 extern config_t g_config;

@@ -16,6 +16,8 @@ int cmd_import(int argc, char **argv);
 int cmd_routes(int argc, char **argv);
 /* hearth user create --email E --role R [--full-name N] [--password P] (argv[0] is "user") */
 int cmd_user(int argc, char **argv);
+/* hearth worker [--queues high,default,low] [--concurrency N] */
+int cmd_worker(int argc, char **argv);
 
 /* Shared start-up: load the configuration (flags already applied by the caller come after) and set
  * up logging; prints the one-line reason and returns false on a bad value. */

@@ -154,7 +154,7 @@ int cmd_import(int argc, char **argv)
         status = 1;
     } else {
         int64_t owner = 0; /* rows belong to the system account */
-        bool ok = account_system_id(s, &owner, &e) && import_run(s, data, len, fmt, source, owner, rep, &e);
+        bool ok = account_system_id(s, &owner, &e) && import_run(s, data, len, fmt, source, owner, NULL, rep, &e);
         for (int i = 0; i < rep->nrejections; i++)
             fprintf(stderr, "line %d: %s\n", rep->rejections[i].line, rep->rejections[i].message);
         if (rep->rejected > rep->nrejections)

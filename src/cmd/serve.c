@@ -9,6 +9,7 @@
 #include "../base/log.h"
 #include "../base/util.h"
 #include "../domain/import.h"
+#include "../domain/jobs.h"
 #include "../infra/cache.h"
 #include "../infra/redis.h"
 #include "../net/ratelimit_mw.h"
@@ -55,6 +56,8 @@ static bool load_demo(store_t *s)
     free(rep);
     return ok;
 }
+
+static void listings_changed(void) { respcache_invalidate(); }
 
 int cmd_serve(int argc, char **argv)
 {
@@ -127,7 +130,15 @@ int cmd_serve(int argc, char **argv)
     g_app.cfg = cfg;
     g_app.store = s;
     g_app.started_at_us = time_now_us();
-    bool ok = ratelimit_mw_start(cfg, redis, &e) && server_run(cfg, &e);
+    jobs_register(cfg->data_dir, cfg->test_jobs, listings_changed);
+    worker_pool_t *jobs = NULL;
+    if (cfg->job_workers > 0) {
+        worker_config_t wc = {.name = "serve", .concurrency = cfg->job_workers, .lease_ms = cfg->job_lease_ms};
+        if (!(jobs = worker_start(s, &wc, &e)))
+            fprintf(stderr, "hearth: %s\n", e.message);
+    }
+    bool ok = (cfg->job_workers == 0 || jobs) && ratelimit_mw_start(cfg, redis, &e) && server_run(cfg, &e);
+    worker_stop(jobs, cfg->shutdown_timeout_ms); /* running jobs finish or are given back */
     if (!ok)
         fprintf(stderr, "hearth: %s\n", e.message);
     ratelimit_mw_stop();

@@ -28,6 +28,7 @@ typedef struct importer {
     store_t *s;
     const char *source_name; /* NULL: the format's default */
     int64_t owner_id;
+    const import_progress_t *progress; /* may be NULL */
     import_report_t *rep;
     arena_t arena; /* the strings of the rows in the current batch; reset after each batch */
     property_t *rows;
@@ -132,6 +133,9 @@ static bool import_flush(importer_t *im, err_t *e)
     }
     im->nrows = 0;
     arena_reset(&im->arena);
+    const import_report_t *r = im->rep;
+    if (im->progress && !im->progress->fn(im->progress->arg, r->inserted + r->updated + r->unchanged + r->rejected))
+        return err_set(e, ERR_UNAVAILABLE, "stopped");
     return true;
 }
 
@@ -663,7 +667,7 @@ static bool import_json(importer_t *im, const char *data, size_t len, err_t *e)
 /* Entry points ---------------------------------------------------------------------------------*/
 
 static bool import_run_into(store_t *s, const char *data, size_t len, import_format_t fmt, const char *source_name,
-                            int64_t owner_id, import_report_t *rep, err_t *e)
+                            int64_t owner_id, const import_progress_t *progress, import_report_t *rep, err_t *e)
 {
     importer_t *im = calloc(1, sizeof *im);
     property_t *rows = calloc(IMPORT_BATCH, sizeof *rows);
@@ -675,6 +679,7 @@ static bool import_run_into(store_t *s, const char *data, size_t len, import_for
     im->s = s;
     im->source_name = source_name && *source_name ? source_name : NULL;
     im->owner_id = owner_id;
+    im->progress = progress;
     im->rep = rep;
     im->rows = rows;
     arena_init(&im->arena);
@@ -697,10 +702,10 @@ static bool import_run_into(store_t *s, const char *data, size_t len, import_for
 }
 
 bool import_run(store_t *s, const char *data, size_t len, import_format_t fmt, const char *source_name,
-                int64_t owner_id, import_report_t *rep, err_t *e)
+                int64_t owner_id, const import_progress_t *progress, import_report_t *rep, err_t *e)
 {
     import_report_init(rep);
-    bool ok = import_run_into(s, data, len, fmt, source_name, owner_id, rep, e);
+    bool ok = import_run_into(s, data, len, fmt, source_name, owner_id, progress, rep, e);
     if (rep->inserted || rep->updated)
         s->ops->optimize(s); /* the planner's statistics follow the new rows */
     return ok;
@@ -731,7 +736,7 @@ bool import_demo(store_t *s, int64_t owner_id, import_report_t *rep, err_t *e)
             return err_set(e, ERR_INTERNAL, "%s is not embedded in this binary", demo[i].file);
         int first = rep->nrejections;
         const char *name = demo[i].file + strlen("data/demo/");
-        if (!import_run_into(s, f->start, (size_t)(f->end - f->start), demo[i].fmt, NULL, owner_id, rep, e)) {
+        if (!import_run_into(s, f->start, (size_t)(f->end - f->start), demo[i].fmt, NULL, owner_id, NULL, rep, e)) {
             prefix_message(e->message, sizeof e->message, name);
             return false;
         }

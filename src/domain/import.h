@@ -51,8 +51,15 @@ int commute_minutes(double lat, double lon, double centre_lat, double centre_lon
  * else "json"). Rows are owned by `owner_id` (0: none). `rep` is reset, then filled. Returns false
  * only on a fatal error (unreadable header, malformed JSON array, store failure); rows upserted
  * before a store failure stay committed and are counted in `rep`. */
+/* Called after each batch is written with the rows handled so far; returning false stops the import
+ * (it then fails with ERR_UNAVAILABLE, "stopped"; the batches written stay written). */
+typedef struct import_progress {
+    bool (*fn)(void *arg, int64_t rows_done);
+    void *arg;
+} import_progress_t;
+
 bool import_run(store_t *s, const char *data, size_t len, import_format_t fmt, const char *source_name,
-                int64_t owner_id, import_report_t *rep, err_t *e);
+                int64_t owner_id, const import_progress_t *progress, import_report_t *rep, err_t *e);
 
 /* Imports the demo data set embedded in the binary (data/demo/ames.csv and sacramento.csv).
  * Rejections are prefixed with the file name. */

@@ -162,7 +162,7 @@ static void test_ames(void **state)
     import_report_t *rep = malloc(sizeof *rep);
     err_t e;
     err_clear(&e);
-    assert_true(import_run(f->s, data, len, IMPORT_AMES, NULL, 0, rep, &e));
+    assert_true(import_run(f->s, data, len, IMPORT_AMES, NULL, 0, NULL, rep, &e));
     assert_int_equal(rep->inserted, 40);
     assert_int_equal(rep->updated + rep->unchanged + rep->rejected, 0);
     assert_int_equal(count_rows(f->s), 40);
@@ -202,7 +202,7 @@ static void test_ames(void **state)
     free(t40);
 
     /* again: nothing new, nothing duplicated */
-    assert_true(import_run(f->s, data, len, IMPORT_AMES, NULL, 0, rep, &e));
+    assert_true(import_run(f->s, data, len, IMPORT_AMES, NULL, 0, NULL, rep, &e));
     assert_int_equal(rep->inserted, 0);
     assert_int_equal(rep->unchanged + rep->updated, 40);
     assert_int_equal(rep->unchanged, 40);
@@ -212,7 +212,7 @@ static void test_ames(void **state)
     char *p = strstr(data, ",215000,");
     assert_non_null(p);
     memcpy(p, ",215001,", 8);
-    assert_true(import_run(f->s, data, len, IMPORT_AMES, NULL, 0, rep, &e));
+    assert_true(import_run(f->s, data, len, IMPORT_AMES, NULL, 0, NULL, rep, &e));
     assert_int_equal(rep->inserted, 0);
     assert_int_equal(rep->updated, 1);
     assert_int_equal(rep->unchanged, 39);
@@ -230,7 +230,7 @@ static void test_sacramento(void **state)
     import_report_t *rep = malloc(sizeof *rep);
     err_t e;
     err_clear(&e);
-    assert_true(import_run(f->s, data, len, IMPORT_SACRAMENTO, NULL, 0, rep, &e));
+    assert_true(import_run(f->s, data, len, IMPORT_SACRAMENTO, NULL, 0, NULL, rep, &e));
     assert_int_equal(rep->inserted, 40);
     assert_int_equal(rep->rejected, 0);
     assert_column(f, "title", "sacramento", "1", "2-bed Residential in Sacramento");
@@ -242,7 +242,7 @@ static void test_sacramento(void **state)
     assert_column(f, "json_extract(features, '$.zip')", "sacramento", "1", "z95838");
 
     /* --source: the same rows under another source are other rows */
-    assert_true(import_run(f->s, data, len, IMPORT_SACRAMENTO, "sac-2008", 0, rep, &e));
+    assert_true(import_run(f->s, data, len, IMPORT_SACRAMENTO, "sac-2008", 0, NULL, rep, &e));
     assert_int_equal(rep->inserted, 40);
     assert_int_equal(count_rows(f->s), 80);
     free(rep);
@@ -264,7 +264,7 @@ static void test_rejections(void **state)
     import_report_t *rep = malloc(sizeof *rep);
     err_t e;
     err_clear(&e);
-    assert_true(import_run(f->s, csv, strlen(csv), IMPORT_SACRAMENTO, NULL, 0, rep, &e));
+    assert_true(import_run(f->s, csv, strlen(csv), IMPORT_SACRAMENTO, NULL, 0, NULL, rep, &e));
     assert_int_equal(rep->inserted, 2);
     assert_int_equal(rep->rejected, 3);
     assert_int_equal(rep->nrejections, 3);
@@ -280,11 +280,11 @@ static void test_rejections(void **state)
 
     /* a broken file is a fatal error, not a rejection */
     const char *broken = "city,zip,beds,baths,sqft,type,price,latitude,longitude\n\"SACRA,z1\n";
-    assert_false(import_run(f->s, broken, strlen(broken), IMPORT_SACRAMENTO, NULL, 0, rep, &e));
+    assert_false(import_run(f->s, broken, strlen(broken), IMPORT_SACRAMENTO, NULL, 0, NULL, rep, &e));
     assert_non_null(strstr(e.message, "line 2"));
     err_clear(&e);
     const char *nohdr = "\"city\",\"zip\"\n\"X\",\"z1\"\n";
-    assert_false(import_run(f->s, nohdr, strlen(nohdr), IMPORT_SACRAMENTO, NULL, 0, rep, &e));
+    assert_false(import_run(f->s, nohdr, strlen(nohdr), IMPORT_SACRAMENTO, NULL, 0, NULL, rep, &e));
     assert_non_null(strstr(e.message, "beds"));
     free(rep);
 }
@@ -297,7 +297,7 @@ static void test_json(void **state)
     import_report_t *rep = malloc(sizeof *rep);
     err_t e;
     err_clear(&e);
-    assert_true(import_run(f->s, data, len, IMPORT_JSON, NULL, 7, rep, &e));
+    assert_true(import_run(f->s, data, len, IMPORT_JSON, NULL, 7, NULL, rep, &e));
     assert_int_equal(rep->inserted, 5);
     assert_int_equal(rep->rejected, 1);
     assert_int_equal(rep->rejections[0].line, 20);
@@ -309,7 +309,7 @@ static void test_json(void **state)
     assert_column(f, "status", "agent-feed", "fx-3", "pending");
     assert_int_equal(count_rows(f->s), 5);
 
-    assert_true(import_run(f->s, data, len, IMPORT_JSON, NULL, 7, rep, &e));
+    assert_true(import_run(f->s, data, len, IMPORT_JSON, NULL, 7, NULL, rep, &e));
     assert_int_equal(rep->inserted, 0);
     assert_int_equal(rep->unchanged + rep->updated, 5);
     assert_int_equal(count_rows(f->s), 5);
@@ -324,7 +324,7 @@ static void test_json(void **state)
                      "\"bathrooms\":1,\"size_sqft\":10,\"unknown_field\":1}\n"
                      "{\"external_id\":\"n3\",\"title\":\"D\",\"price\":3,\"location\":\"L\",\"bedrooms\":1,"
                      "\"bathrooms\":1,\"size_sqft\":10}";
-    assert_true(import_run(f->s, nd, strlen(nd), IMPORT_JSON, "feed", 0, rep, &e));
+    assert_true(import_run(f->s, nd, strlen(nd), IMPORT_JSON, "feed", 0, NULL, rep, &e));
     assert_int_equal(rep->inserted, 2);
     assert_int_equal(rep->rejected, 3);
     assert_int_equal(rep->rejections[0].line, 2);
@@ -336,13 +336,13 @@ static void test_json(void **state)
 
     /* a malformed array is fatal */
     const char *bad = "[{\"external_id\":\"z\"} {}]";
-    assert_false(import_run(f->s, bad, strlen(bad), IMPORT_JSON, NULL, 0, rep, &e));
+    assert_false(import_run(f->s, bad, strlen(bad), IMPORT_JSON, NULL, 0, NULL, rep, &e));
     err_clear(&e);
     const char *csv = "a,b\n1,2\n";
-    assert_false(import_run(f->s, csv, strlen(csv), IMPORT_JSON, NULL, 0, rep, &e));
+    assert_false(import_run(f->s, csv, strlen(csv), IMPORT_JSON, NULL, 0, NULL, rep, &e));
     assert_non_null(strstr(e.message, "not JSON"));
     err_clear(&e);
-    assert_true(import_run(f->s, " [ ] ", 5, IMPORT_JSON, NULL, 0, rep, &e));
+    assert_true(import_run(f->s, " [ ] ", 5, IMPORT_JSON, NULL, 0, NULL, rep, &e));
     assert_int_equal(rep->inserted + rep->rejected, 0);
     free(rep);
     free(data);

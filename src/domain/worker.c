@@ -1,0 +1,398 @@
+/* worker: see worker.h. Threads: `concurrency` runners and one heartbeat thread. The pool owns its
+ * slots (one per runner: the job it runs, if any, under the pool mutex) and the wake-up condition
+ * variable shared with worker_wake. */
+#include "worker.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../base/log.h"
+#include "../base/util.h"
+
+#define MAX_HANDLERS 32
+#define PROGRESS_EVERY_US 250000
+#define ACQUIRE_MS 5000
+
+static struct {
+    const char *type;
+    job_handler_t fn;
+} handlers[MAX_HANDLERS];
+static int nhandlers;
+
+void worker_register(const char *type, job_handler_t fn)
+{
+    for (int i = 0; i < nhandlers; i++)
+        if (strcmp(handlers[i].type, type) == 0) {
+            handlers[i].fn = fn;
+            return;
+        }
+    if (nhandlers < MAX_HANDLERS)
+        handlers[nhandlers++] = (typeof(handlers[0])){type, fn};
+}
+
+static job_handler_t handler_for(const char *type)
+{
+    for (int i = 0; i < nhandlers; i++)
+        if (strcmp(handlers[i].type, type) == 0)
+            return handlers[i].fn;
+    return NULL;
+}
+
+bool worker_has_handler(const char *type) { return type && handler_for(type) != NULL; }
+
+static _Atomic uint64_t n_succeeded, n_retried, n_dead, n_released, n_lost;
+
+void worker_counts(worker_counts_t *out)
+{
+    out->succeeded = atomic_load(&n_succeeded);
+    out->retried = atomic_load(&n_retried);
+    out->dead = atomic_load(&n_dead);
+    out->released = atomic_load(&n_released);
+    out->lost = atomic_load(&n_lost);
+}
+
+/* Wake-ups: one process-wide condition variable; every pool waits on it. */
+static pthread_mutex_t wake_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake_cv;
+static pthread_once_t wake_once = PTHREAD_ONCE_INIT;
+static uint64_t wake_seq;
+
+static void wake_init(void)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&wake_cv, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+void worker_wake(void)
+{
+    pthread_once(&wake_once, wake_init);
+    pthread_mutex_lock(&wake_mu);
+    wake_seq++;
+    pthread_cond_broadcast(&wake_cv);
+    pthread_mutex_unlock(&wake_mu);
+}
+
+typedef struct slot {
+    struct worker_pool *pool;
+    int64_t job_id; /* 0: idle; under the pool's mutex */
+    char holder[96];
+} slot_t;
+
+struct worker_pool {
+    store_t *store;
+    worker_config_t cfg;
+    int nqueues;
+    pthread_t *runners, heartbeat;
+    slot_t *slots;
+    pthread_mutex_t mu; /* slots */
+    _Atomic bool stopping;     /* claim no more */
+    _Atomic bool stop_running; /* grace over: handlers should stop */
+    char host[64];
+};
+
+struct job_ctx {
+    worker_pool_t *pool;
+    slot_t *slot;
+    const job_t *job;
+    int64_t last_progress_us;
+    bool lost;
+};
+
+store_t *job_store(job_ctx_t *ctx) { return ctx->pool->store; }
+
+bool job_should_stop(job_ctx_t *ctx) { return ctx->lost || atomic_load(&ctx->pool->stop_running); }
+
+bool job_progress(job_ctx_t *ctx, int pct, const char *message)
+{
+    if (job_should_stop(ctx))
+        return false;
+    int64_t now = time_now_us();
+    if (pct < 100 && now - ctx->last_progress_us < PROGRESS_EVERY_US)
+        return true;
+    ctx->last_progress_us = now;
+    err_t e;
+    err_clear(&e);
+    store_conn_t *c = ctx->pool->store->ops->acquire(ctx->pool->store, ACQUIRE_MS, &e);
+    if (!c)
+        return true; /* the database is busy: progress is best effort, the job goes on */
+    bool ok = queue_progress(c, ctx->job->id, ctx->slot->holder, pct, message, &e);
+    ctx->pool->store->ops->release(ctx->pool->store, c);
+    if (!ok && e.code == ERR_CONFLICT)
+        ctx->lost = true;
+    return !job_should_stop(ctx);
+}
+
+/* One transaction on a pooled connection: fn(c, arg) between begin and end. */
+static bool in_tx(store_t *s, bool (*fn)(store_conn_t *, void *, err_t *), void *arg, err_t *e)
+{
+    store_conn_t *c = s->ops->acquire(s, ACQUIRE_MS, e);
+    if (!c)
+        return false;
+    bool ok = s->ops->begin(c, e);
+    if (ok) {
+        ok = fn(c, arg, e);
+        if (ok) {
+            ok = s->ops->end(c, true, e);
+        } else {
+            err_t ignore;
+            err_clear(&ignore);
+            s->ops->end(c, false, &ignore);
+        }
+    }
+    s->ops->release(s, c);
+    return ok;
+}
+
+typedef struct claim_arg {
+    worker_pool_t *pool;
+    const char *holder;
+    arena_t *arena;
+    job_t *job;
+    bool got;
+} claim_arg_t;
+
+static bool do_claim(store_conn_t *c, void *p, err_t *e)
+{
+    claim_arg_t *a = p;
+    return queue_claim(c, a->pool->cfg.queues, a->pool->nqueues, a->holder, a->pool->cfg.lease_ms, a->arena, a->job,
+                       &a->got, e);
+}
+
+typedef struct finish_arg {
+    const job_t *job;
+    const char *holder;
+    job_outcome_t outcome;
+    const char *result, *error;
+    int64_t retry_at;
+} finish_arg_t;
+
+static bool do_finish(store_conn_t *c, void *p, err_t *e)
+{
+    finish_arg_t *f = p;
+    switch (f->outcome) {
+    case JOB_DONE:
+        return queue_succeed(c, f->job->id, f->holder, f->result, e);
+    case JOB_RELEASE:
+        return queue_release(c, f->job->id, f->holder, e);
+    default:
+        return queue_fail(c, f->job, f->holder, f->error, f->outcome == JOB_FAIL, &f->retry_at, e);
+    }
+}
+
+static void run_job(worker_pool_t *w, slot_t *slot, const job_t *job)
+{
+    job_ctx_t ctx = {.pool = w, .slot = slot, .job = job};
+    buf_t result;
+    buf_init(&result);
+    char error[512] = "";
+    job_handler_t fn = handler_for(job->type);
+    job_outcome_t outcome;
+    if (!fn) {
+        snprintf(error, sizeof error, "no handler for job type \"%s\"", job->type);
+        outcome = JOB_FAIL;
+    } else {
+        outcome = fn(&ctx, job, &result, error, sizeof error);
+    }
+    if (outcome == JOB_RETRY && !error[0])
+        snprintf(error, sizeof error, "failed");
+    finish_arg_t f = {.job = job, .holder = slot->holder, .outcome = outcome,
+                      .result = outcome == JOB_DONE && result.len ? buf_cstr(&result) : NULL, .error = error};
+    err_t e;
+    err_clear(&e);
+    bool ok = false;
+    for (int attempt = 0; attempt < 3 && !ok; attempt++) { /* a busy or restarting database: try again */
+        err_clear(&e);
+        ok = in_tx(w->store, do_finish, &f, &e);
+        if (!ok && e.code != ERR_UNAVAILABLE)
+            break;
+        if (!ok)
+            usleep(200000);
+    }
+    if (!ok) {
+        atomic_fetch_add(&n_lost, 1);
+        log_warn("job %lld (%s): could not record its outcome: %s", (long long)job->id, job->type, e.message);
+    } else if (outcome == JOB_DONE) {
+        atomic_fetch_add(&n_succeeded, 1);
+    } else if (outcome == JOB_RELEASE) {
+        atomic_fetch_add(&n_released, 1);
+    } else if (f.retry_at) {
+        atomic_fetch_add(&n_retried, 1);
+        log_info("job %lld (%s): attempt %d failed (%s); retry in %.1f s", (long long)job->id, job->type,
+                 job->attempts, error, (double)(f.retry_at - time_now_us()) / 1e6);
+    } else {
+        atomic_fetch_add(&n_dead, 1);
+        log_warn("job %lld (%s): dead after %d attempt(s): %s", (long long)job->id, job->type, job->attempts, error);
+    }
+    buf_free(&result);
+}
+
+static void wait_for_work(worker_pool_t *w, uint64_t seen)
+{
+    pthread_mutex_lock(&wake_mu);
+    if (wake_seq == seen && !atomic_load(&w->stopping)) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += (long)w->cfg.poll_ms * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&wake_cv, &wake_mu, &until);
+    }
+    pthread_mutex_unlock(&wake_mu);
+}
+
+static void *runner_main(void *arg)
+{
+    slot_t *slot = arg;
+    worker_pool_t *w = slot->pool;
+    arena_t arena;
+    arena_init(&arena);
+    while (!atomic_load(&w->stopping)) {
+        pthread_mutex_lock(&wake_mu);
+        uint64_t seen = wake_seq;
+        pthread_mutex_unlock(&wake_mu);
+        job_t job;
+        claim_arg_t a = {.pool = w, .holder = slot->holder, .arena = &arena, .job = &job};
+        err_t e;
+        err_clear(&e);
+        if (!in_tx(w->store, do_claim, &a, &e)) {
+            log_warn("worker: claiming a job failed: %s", e.message);
+            wait_for_work(w, seen);
+        } else if (a.got) {
+            pthread_mutex_lock(&w->mu);
+            slot->job_id = job.id;
+            pthread_mutex_unlock(&w->mu);
+            run_job(w, slot, &job);
+            pthread_mutex_lock(&w->mu);
+            slot->job_id = 0;
+            pthread_mutex_unlock(&w->mu);
+        } else {
+            wait_for_work(w, seen);
+        }
+        arena_reset(&arena);
+    }
+    arena_free(&arena);
+    return NULL;
+}
+
+static void *heartbeat_main(void *arg)
+{
+    worker_pool_t *w = arg;
+    int every_ms = w->cfg.lease_ms / 3;
+    for (;;) {
+        for (int slept = 0; slept < every_ms; slept += 50) {
+            usleep(50000);
+            pthread_mutex_lock(&w->mu);
+            bool busy = false;
+            for (int i = 0; i < w->cfg.concurrency; i++)
+                busy |= w->slots[i].job_id != 0;
+            pthread_mutex_unlock(&w->mu);
+            if (atomic_load(&w->stopping) && !busy)
+                return NULL;
+        }
+        for (int i = 0; i < w->cfg.concurrency; i++) {
+            pthread_mutex_lock(&w->mu);
+            int64_t id = w->slots[i].job_id;
+            pthread_mutex_unlock(&w->mu);
+            if (!id)
+                continue;
+            err_t e;
+            err_clear(&e);
+            store_conn_t *c = w->store->ops->acquire(w->store, ACQUIRE_MS, &e);
+            if (!c)
+                continue;
+            if (!queue_heartbeat(c, id, w->slots[i].holder, w->cfg.lease_ms, &e) && e.code != ERR_CONFLICT)
+                log_warn("worker: heartbeat of job %lld failed: %s", (long long)id, e.message);
+            w->store->ops->release(w->store, c);
+        }
+    }
+    return NULL;
+}
+
+worker_pool_t *worker_start(store_t *s, const worker_config_t *cfg, err_t *e)
+{
+    pthread_once(&wake_once, wake_init);
+    worker_pool_t *w = calloc(1, sizeof *w);
+    w->store = s;
+    w->cfg = *cfg;
+    if (w->cfg.lease_ms <= 0)
+        w->cfg.lease_ms = 30000;
+    if (w->cfg.poll_ms <= 0)
+        w->cfg.poll_ms = 250;
+    if (w->cfg.concurrency <= 0)
+        w->cfg.concurrency = 1;
+    while (w->nqueues < QUEUE_NAMES && w->cfg.queues[w->nqueues])
+        w->nqueues++;
+    if (w->nqueues == 0) {
+        for (int i = 0; i < QUEUE_NAMES; i++)
+            w->cfg.queues[i] = queue_names[i];
+        w->nqueues = QUEUE_NAMES;
+    }
+    if (gethostname(w->host, sizeof w->host) != 0)
+        snprintf(w->host, sizeof w->host, "host");
+    w->host[sizeof w->host - 1] = '\0';
+    pthread_mutex_init(&w->mu, NULL);
+    w->slots = calloc((size_t)w->cfg.concurrency, sizeof *w->slots);
+    w->runners = calloc((size_t)w->cfg.concurrency, sizeof *w->runners);
+    char id[9];
+    rand_hex_id(id, 4); /* two processes on one host never share a holder name */
+    int started = 0;
+    for (int i = 0; i < w->cfg.concurrency; i++) {
+        w->slots[i].pool = w;
+        snprintf(w->slots[i].holder, sizeof w->slots[i].holder, "%s@%.40s:%d:%s:%d", cfg->name ? cfg->name : "worker",
+                 w->host, (int)getpid(), id, i);
+        if (pthread_create(&w->runners[i], NULL, runner_main, &w->slots[i]) != 0)
+            break;
+        started++;
+    }
+    if (started < w->cfg.concurrency || pthread_create(&w->heartbeat, NULL, heartbeat_main, w) != 0) {
+        w->cfg.concurrency = started;
+        atomic_store(&w->stopping, true);
+        worker_wake();
+        for (int i = 0; i < started; i++)
+            pthread_join(w->runners[i], NULL);
+        pthread_mutex_destroy(&w->mu);
+        free(w->slots);
+        free(w->runners);
+        free(w);
+        err_set(e, ERR_INTERNAL, "could not start the job worker threads");
+        return NULL;
+    }
+    return w;
+}
+
+void worker_stop(worker_pool_t *w, int grace_ms)
+{
+    if (!w)
+        return;
+    atomic_store(&w->stopping, true);
+    worker_wake();
+    /* running jobs may finish within the grace period; then they are asked to stop */
+    for (int waited = 0;; waited += 50) {
+        pthread_mutex_lock(&w->mu);
+        bool busy = false;
+        for (int i = 0; i < w->cfg.concurrency; i++)
+            busy |= w->slots[i].job_id != 0;
+        pthread_mutex_unlock(&w->mu);
+        if (!busy)
+            break;
+        if (waited >= grace_ms)
+            atomic_store(&w->stop_running, true);
+        usleep(50000);
+    }
+    for (int i = 0; i < w->cfg.concurrency; i++)
+        pthread_join(w->runners[i], NULL);
+    pthread_join(w->heartbeat, NULL);
+    pthread_mutex_destroy(&w->mu);
+    free(w->slots);
+    free(w->runners);
+    free(w);
+}
