@@ -8,6 +8,7 @@
 #include "../net/metrics.h"
 #include "../net/ratelimit_mw.h"
 #include "../infra/redis.h"
+#include "../domain/worker.h"
 #include "../net/respcache.h"
 #include "app.h"
 
@@ -114,6 +115,8 @@ void health_api(http_request_t *req, http_response_t *res)
     jw_obj_end(&w);
 }
 
+static void jobs_render_metrics(http_request_t *req, buf_t *out);
+
 void metrics_get(http_request_t *req, http_response_t *res)
 {
     if (!g_app.cfg->metrics_public && !req->peer_loopback) { /* elsewhere: admins only */
@@ -152,6 +155,52 @@ void metrics_get(http_request_t *req, http_response_t *res)
                g_app.store->ops->name, st.pool_size, g_app.store->ops->name, st.in_use, g_app.store->ops->name,
                (unsigned long long)st.waits, g_app.store->ops->name, (unsigned long long)st.timeouts,
                (long long)((time_now_us() - g_app.started_at_us) / 1000000));
+    jobs_render_metrics(req, &res->body);
+}
+
+/* The queues as the database sees them (every process's jobs), and this process's runners. */
+static void jobs_render_metrics(http_request_t *req, buf_t *out)
+{
+    err_t e;
+    err_clear(&e);
+    store_conn_t *c = g_app.store->ops->acquire(g_app.store, 1000, &e);
+    queue_stats_t qs;
+    bool ok = c && queue_stats(c, req->arena, &qs, &e);
+    app_store_done(c);
+    if (ok) {
+        static const struct {
+            const char *name, *help;
+        } m[] = {
+            {"hearth_jobs_waiting", "Jobs queued or waiting for a retry."},
+            {"hearth_jobs_running", "Jobs running (leased)."},
+            {"hearth_jobs_retrying", "Jobs whose last attempt failed, waiting for their retry."},
+            {"hearth_jobs_dead", "Jobs that used up their attempts (the dead-letter queue)."},
+            {"hearth_jobs_oldest_waiting_seconds", "Age of the oldest runnable job, by its run_at."},
+        };
+        for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
+            buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", m[i].name, m[i].help, m[i].name);
+            for (int k = 0; k < QUEUE_NAMES; k++) {
+                if (i == 4)
+                    buf_printf(out, "%s{queue=\"%s\"} %.3f\n", m[i].name, queue_names[k], qs.oldest_s[k]);
+                else {
+                    int64_t v = i == 0 ? qs.waiting[k] : i == 1 ? qs.running[k] : i == 2 ? qs.failed[k] : qs.dead[k];
+                    buf_printf(out, "%s{queue=\"%s\"} %lld\n", m[i].name, queue_names[k], (long long)v);
+                }
+            }
+        }
+    }
+    worker_counts_t wc;
+    worker_counts(&wc);
+    buf_printf(out,
+               "# HELP hearth_jobs_finished_total Jobs this process's runners finished, by outcome.\n"
+               "# TYPE hearth_jobs_finished_total counter\n"
+               "hearth_jobs_finished_total{outcome=\"succeeded\"} %llu\n"
+               "hearth_jobs_finished_total{outcome=\"retried\"} %llu\n"
+               "hearth_jobs_finished_total{outcome=\"dead\"} %llu\n"
+               "hearth_jobs_finished_total{outcome=\"released\"} %llu\n"
+               "hearth_jobs_finished_total{outcome=\"lost\"} %llu\n",
+               (unsigned long long)wc.succeeded, (unsigned long long)wc.retried, (unsigned long long)wc.dead,
+               (unsigned long long)wc.released, (unsigned long long)wc.lost);
 }
 
 void openapi_get(http_request_t *req, http_response_t *res)
