@@ -18,11 +18,15 @@
 
 static ratelimit_t *login_limiter;
 
+static bool address_allowed(http_request_t *req, http_response_t *res);
+
 bool auth_setup(const config_t *cfg, redis_pool_t *redis, err_t *e)
 {
     if (!token_setup(cfg->jwt_secret, cfg->data_dir, e))
         return false;
-    account_setup(cfg->argon2_ops, cfg->argon2_mem_kb);
+    if (!account_setup(cfg->argon2_ops, cfg->argon2_mem_kb))
+        return err_set(e, ERR_INTERNAL, "password hashing does not work at HEARTH_ARGON2_MEM_KB=%d (out of memory?)",
+                       cfg->argon2_mem_kb);
     if (redis) {
         char space[17];
         redis_keyspace(cfg->database_url, space);
@@ -185,18 +189,12 @@ void auth_register(http_request_t *req, http_response_t *res)
         http_res_error(req, res, &e);
         return;
     }
-    store_conn_t *c = app_store(req, res);
-    if (!c)
-        return;
-    actor_t actor;
-    if (!auth_actor(req, res, c, 0, &actor)) {
-        app_store_done(c);
-        return;
-    }
-    store_audit_t audit = auth_audit_entry(req, &actor, "user.register", "user", NULL);
+    if (!address_allowed(req, res))
+        return; /* every registration costs a password hash: the address budget of logins applies */
+    actor_t anonymous = {0};
+    store_audit_t audit = auth_audit_entry(req, req->auth_actor ? req->auth_actor : &anonymous, "user.register", "user", NULL);
     user_t u;
-    bool ok = account_create(c, &in, &audit, req->arena, &u, &e);
-    app_store_done(c);
+    bool ok = account_create(g_app.store, &in, &audit, req->arena, &u, &e);
     if (!ok) {
         http_res_error(req, res, &e);
         return;
@@ -232,13 +230,16 @@ static void write_tokens(http_request_t *req, http_response_t *res, const user_t
     http_res_header(res, "Cache-Control", "no-store");
 }
 
-/* Takes one login attempt from the budgets of this email and this address; false with a 429. */
+/* Takes one login attempt from the budgets of this email and this address (email NULL: the address
+ * only); false with a 429. */
 static bool login_allowed(http_request_t *req, http_response_t *res, const char *email)
 {
     const config_t *cfg = g_app.cfg;
     for (int i = 0; i < cfg->nlogin_rules; i++) {
         const config_rate_rule_t *r = &cfg->login_rules[i];
         bool account = strcmp(r->cls, "account") == 0;
+        if (account && !email)
+            continue;
         char key[400];
         int n = snprintf(key, sizeof key, "login-%s %.300s", r->cls, account ? email : req->peer);
         if (account) /* one budget per email whatever its case */
@@ -260,6 +261,8 @@ static bool login_allowed(http_request_t *req, http_response_t *res, const char 
     return true;
 }
 
+static bool address_allowed(http_request_t *req, http_response_t *res) { return login_allowed(req, res, NULL); }
+
 void auth_login(http_request_t *req, http_response_t *res)
 {
     static const char *names[] = {"email", "password"};
@@ -271,11 +274,6 @@ void auth_login(http_request_t *req, http_response_t *res)
         json_decref(body);
         return;
     }
-    store_conn_t *c = app_store(req, res);
-    if (!c) {
-        json_decref(body);
-        return;
-    }
     err_t e;
     err_clear(&e);
     char refresh[REFRESH_TOKEN_LEN + 1], hash[REFRESH_HASH_LEN + 1];
@@ -283,9 +281,9 @@ void auth_login(http_request_t *req, http_response_t *res)
     store_audit_t audit = auth_audit_entry(req, NULL, "auth.login", "user", NULL);
     user_t u;
     int64_t session_id = 0;
-    bool ok = account_login(c, v[0], v[1], hash, g_app.cfg->refresh_token_ttl_s, &audit, req->arena, &u, &session_id, &e);
+    bool ok = account_login(g_app.store, v[0], v[1], hash, g_app.cfg->refresh_token_ttl_s, &audit, req->arena, &u,
+                            &session_id, &e);
     json_decref(body);
-    app_store_done(c);
     if (!ok) {
         if (e.code == ERR_UNAUTHORIZED)
             unauthorized(req, res, &e, false);
@@ -509,7 +507,11 @@ static bool read_time(const char *s, int64_t *out)
                 frac += (*p - '0') * scale;
             }
     }
-    if (strcmp(p, "Z") != 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || y < 1970)
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (strcmp(p, "Z") != 0 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || sec > 60 ||
+        y < 1970)
+        return false;
+    if (mo == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)))
         return false;
     /* days from civil (Howard Hinnant's algorithm) */
     int yy = y - (mo <= 2);

@@ -15,7 +15,7 @@ uint64_t time_mono_ns(void); /* monotonic clock */
 
 void rand_bytes(void *p, size_t n); /* cryptographic (getrandom) */
 uint64_t rand_fast(void);           /* per-thread xorshift, seeded from rand_bytes */
-void rand_hex_id(char *out, size_t nbytes); /* 2*nbytes hex chars + NUL */
+void rand_hex_id(char *out, size_t nbytes); /* 2*nbytes hex chars + NUL, from rand_fast: ids, never secrets */
 
 /* Strict parsers: the whole string must be the number, no spaces, no overflow. */
 bool parse_i64(const char *s, int64_t *out);

@@ -1,6 +1,7 @@
 /* user: `hearth user create --email E --role R [--full-name N] [--password P]`, which bootstraps the
  * first admin (and any account) from the command line. Without --password the password is read from
  * standard input (its first line), so it need not appear in the process list or shell history. */
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -69,13 +70,10 @@ int cmd_user(int argc, char **argv)
         arena_free(&a);
         return 1;
     }
-    account_setup(cfg->argon2_ops, cfg->argon2_mem_kb);
-    store_conn_t *c = s->ops->acquire(s, 5000, &e);
     user_t u;
     store_audit_t audit = {.action = "user.create", .resource_type = "user", .ip = "cli"};
-    bool ok = c && account_create(c, &in, &audit, &a, &u, &e);
-    if (c)
-        s->ops->release(s, c);
+    bool ok = account_setup(cfg->argon2_ops, cfg->argon2_mem_kb) || err_set(&e, ERR_INTERNAL, "password hashing does not work at this cost");
+    ok = ok && account_create(s, &in, &audit, &a, &u, &e);
     s->ops->close(s);
     int status = 0;
     if (ok) {
@@ -84,7 +82,7 @@ int cmd_user(int argc, char **argv)
         fprintf(stderr, "hearth: %s\n", e.message);
         status = 1;
     }
-    memset(line, 0, sizeof line);
+    sodium_memzero(line, sizeof line);
     arena_free(&a);
     return status;
 }

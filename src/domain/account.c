@@ -31,18 +31,17 @@ role_t role_parse(const char *s)
     return 0;
 }
 
-void account_setup(int argon2_ops, int argon2_mem_kb)
+bool account_setup(int argon2_ops, int argon2_mem_kb)
 {
-    if (sodium_init() < 0) {
-        log_error("libsodium could not start");
-        abort();
-    }
+    if (sodium_init() < 0)
+        return false;
     pw_ops = (unsigned long long)argon2_ops;
     pw_mem = (size_t)argon2_mem_kb * 1024;
+    unsigned char raw[16];
     char random_pw[33];
-    rand_hex_id(random_pw, 16);
-    if (crypto_pwhash_str(dummy_hash, random_pw, strlen(random_pw), pw_ops, pw_mem) != 0)
-        dummy_hash[0] = '\0';
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(random_pw, sizeof random_pw, raw, sizeof raw);
+    return crypto_pwhash_str(dummy_hash, random_pw, strlen(random_pw), pw_ops, pw_mem) == 0;
 }
 
 /* Validation ------------------------------------------------------------------------------------ */
@@ -85,7 +84,7 @@ bool account_check_password(const char *password, err_t *e)
 bool account_check_name(const char *name, err_t *e)
 {
     size_t n = strlen(name);
-    if (n < 1 || n > 200 || !plain_text(name)) {
+    if (n < 1 || n > 200 || !plain_text(name) || !utf8_valid(name, n)) {
         err_field(e, "full_name", "must be 1 to 200 bytes, without control characters");
         return false;
     }
@@ -254,7 +253,7 @@ bool account_get(store_conn_t *c, int64_t id, arena_t *a, user_t *out, err_t *e)
     return true;
 }
 
-bool account_create(store_conn_t *c, const user_input_t *in, const store_audit_t *audit, arena_t *a, user_t *out,
+bool account_create(store_t *s, const user_input_t *in, const store_audit_t *audit, arena_t *a, user_t *out,
                     err_t *e)
 {
     char hash[crypto_pwhash_STRBYTES];
@@ -263,8 +262,16 @@ bool account_create(store_conn_t *c, const user_input_t *in, const store_audit_t
     int64_t now = time_now_us();
     const char *v[] = {in->email, hash, in->full_name, role_name(in->role ? in->role : ROLE_BUYER),
                        in->active == 0 ? "disabled" : "active", num(a, now)};
-    if (!c->store->ops->begin(c, e))
+    store_conn_t *c = s->ops->acquire(s, 5000, e);
+    if (!c) {
+        sodium_memzero(hash, sizeof hash);
         return false;
+    }
+    if (!c->store->ops->begin(c, e)) {
+        s->ops->release(s, c);
+        sodium_memzero(hash, sizeof hash);
+        return false;
+    }
     store_rows_t r;
     bool ok = q(c,
                 "INSERT INTO users (email, password_hash, full_name, role, status, created_at, updated_at)"
@@ -278,13 +285,13 @@ bool account_create(store_conn_t *c, const user_input_t *in, const store_audit_t
             store_audit_t entry = *audit;
             entry.resource_type = "user";
             entry.resource_id = num(a, out->id);
-            if (!entry.actor_id)
-                entry.actor_id = out->id;
             ok = account_audit(c, &entry, e);
         }
     }
     sodium_memzero(hash, sizeof hash);
-    return tx_end(c, ok, e);
+    ok = tx_end(c, ok, e);
+    s->ops->release(s, c);
+    return ok;
 }
 
 bool account_list(store_conn_t *c, role_t role, int active, int64_t after_id, int limit, arena_t *a, user_page_t *out,
@@ -364,7 +371,7 @@ static bool find_by_email(store_conn_t *c, const char *email, arena_t *a, user_t
     return true;
 }
 
-bool account_login(store_conn_t *c, const char *email, const char *password, const char *refresh_hash,
+bool account_login(store_t *s, const char *email, const char *password, const char *refresh_hash,
                    int64_t session_ttl_s, store_audit_t *audit, arena_t *a, user_t *out, int64_t *session_id,
                    err_t *e)
 {
@@ -372,15 +379,29 @@ bool account_login(store_conn_t *c, const char *email, const char *password, con
     err_t ignore;
     err_clear(&ignore);
     bool found = false, plausible = account_check_email(email, &lower, a, &ignore);
-    if (plausible && !find_by_email(c, lower, a, out, &found, e))
-        return false;
+    if (plausible) {
+        store_conn_t *c = s->ops->acquire(s, 5000, e);
+        bool ok = c && find_by_email(c, lower, a, out, &found, e);
+        if (c)
+            s->ops->release(s, c);
+        if (!ok)
+            return false;
+    }
     /* the same work whatever the reason: a hash is always verified */
     const char *hash = found && out->password_hash && out->password_hash[0] ? out->password_hash : dummy_hash;
     bool match = password && crypto_pwhash_str_verify(hash, password, strlen(password)) == 0;
     bool ok = found && hash != dummy_hash && match && out->active;
     audit->resource_type = "user";
     audit->resource_id = found ? num(a, out->id) : NULL;
-    audit->actor_id = found ? out->id : 0;
+    audit->actor_id = ok ? out->id : 0; /* a failed attempt is nobody's: it names its target only */
+    /* the hashing cost changed since this hash was made: make a new one now (before a connection
+     * is taken), so that its login time matches everyone else's again */
+    char fresh[crypto_pwhash_STRBYTES];
+    bool rehash = ok && crypto_pwhash_str_needs_rehash(hash, pw_ops, pw_mem) != 0 &&
+                  crypto_pwhash_str(fresh, password, strlen(password), pw_ops, pw_mem) == 0;
+    store_conn_t *c = s->ops->acquire(s, 5000, e);
+    if (!c)
+        return false;
     if (!ok) {
         audit->action = "auth.login_failed";
         jw_t w;
@@ -397,25 +418,26 @@ bool account_login(store_conn_t *c, const char *email, const char *password, con
         jw_obj_end(&w);
         audit->detail = arena_strndup(a, d.data, d.len);
         buf_free(&d);
-        account_audit(c, audit, &ignore);
+        if (!account_audit(c, audit, &ignore))
+            log_error("audit: a failed login could not be recorded: %s", ignore.message);
+        s->ops->release(s, c);
         return err_set(e, ERR_UNAUTHORIZED, "invalid email or password");
     }
     audit->action = "auth.login";
-    if (crypto_pwhash_str_needs_rehash(hash, pw_ops, pw_mem) != 0) { /* the cost changed: rehash now */
-        char fresh[crypto_pwhash_STRBYTES];
-        if (crypto_pwhash_str(fresh, password, strlen(password), pw_ops, pw_mem) == 0) {
-            const char *v[] = {num(a, out->id), fresh};
-            store_rows_t r;
-            err_t quiet;
-            err_clear(&quiet);
-            q(c, "UPDATE users SET password_hash = $2 WHERE id = CAST($1 AS BIGINT)", 2, v, a, &r, &quiet);
-        }
+    if (rehash) {
+        const char *v[] = {num(a, out->id), fresh};
+        store_rows_t r;
+        err_t quiet;
+        err_clear(&quiet);
+        q(c, "UPDATE users SET password_hash = $2 WHERE id = CAST($1 AS BIGINT)", 2, v, a, &r, &quiet);
         sodium_memzero(fresh, sizeof fresh);
     }
     int64_t now = time_now_us();
     const char *v[] = {num(a, out->id), num(a, now), num(a, now + session_ttl_s * 1000000)};
-    if (!c->store->ops->begin(c, e))
+    if (!c->store->ops->begin(c, e)) {
+        s->ops->release(s, c);
         return false;
+    }
     store_rows_t r;
     bool done = q(c,
                   "INSERT INTO sessions (user_id, created_at, expires_at) VALUES (CAST($1 AS BIGINT),"
@@ -430,7 +452,9 @@ bool account_login(store_conn_t *c, const char *email, const char *password, con
                  3, t, a, &r, e) &&
                account_audit(c, audit, e);
     }
-    return tx_end(c, done, e);
+    done = tx_end(c, done, e);
+    s->ops->release(s, c);
+    return done;
 }
 
 /* The token's row with its session and user: token id, used_at, session id, revoked_at,
@@ -492,6 +516,7 @@ bool account_refresh(store_conn_t *c, const char *old_hash, const char *new_hash
     }
     if (used) {
         audit->action = "auth.refresh_reused";
+        audit->actor_id = 0; /* whoever presented it, not (necessarily) the user */
         bool ok = (revoked || revoke_session(c, *session_id, "refresh token reused", a, e)) && account_audit(c, audit, e);
         if (!tx_end(c, ok, e))
             return false;

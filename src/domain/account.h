@@ -45,8 +45,9 @@ typedef struct user_input {
 const char *role_name(role_t r);
 role_t role_parse(const char *s); /* 0 when unknown */
 
-/* Password hashing cost (argon2id opslimit and memlimit in KiB); set once at start-up. */
-void account_setup(int argon2_ops, int argon2_mem_kb);
+/* Password hashing cost (argon2id opslimit and memlimit in KiB); set once at start-up. False when
+ * hashing does not work at this cost (out of memory): then logins could not take equal time. */
+bool account_setup(int argon2_ops, int argon2_mem_kb);
 
 /* Reads a register (need = email, password, full_name) or user PATCH body (role, status,
  * full_name); per-field problems as 422 details in `e`, an unreadable body as 400. The email comes
@@ -60,9 +61,10 @@ bool account_check_name(const char *full_name, err_t *e);
 
 void user_write_json(jw_t *w, const user_t *u);
 
-/* Creates a user with `in`'s email, password (hashed here), full name and role (active).
- * ERR_CONFLICT when the email is taken. The audit entry (may be NULL) commits with it. */
-bool account_create(store_conn_t *c, const user_input_t *in, const store_audit_t *audit, arena_t *a, user_t *out,
+/* Creates a user with `in`'s email, password (hashed here, before a connection is taken), full
+ * name and role (active). ERR_CONFLICT when the email is taken. The audit entry (may be NULL)
+ * commits with it; its resource is the new user. */
+bool account_create(store_t *s, const user_input_t *in, const store_audit_t *audit, arena_t *a, user_t *out,
                     err_t *e);
 bool account_get(store_conn_t *c, int64_t id, arena_t *a, user_t *out, err_t *e);
 bool account_list(store_conn_t *c, role_t role, int active, int64_t after_id, int limit, arena_t *a, user_page_t *out,
@@ -73,8 +75,9 @@ bool account_update(store_conn_t *c, int64_t id, const user_input_t *in, const s
 
 /* Login: the user with this email when the password matches and the account is active, else
  * ERR_UNAUTHORIZED with one message for every reason, after the same work (a hash is verified even
- * for an unknown email). On success a session is opened with `refresh_hash` as its first token. */
-bool account_login(store_conn_t *c, const char *email, const char *password, const char *refresh_hash,
+ * for an unknown email). On success a session is opened with `refresh_hash` as its first token.
+ * No connection is held while the password is verified. */
+bool account_login(store_t *s, const char *email, const char *password, const char *refresh_hash,
                    int64_t session_ttl_s, store_audit_t *audit, arena_t *a, user_t *out, int64_t *session_id,
                    err_t *e);
 /* Rotates the refresh token `old_hash` to `new_hash`; reuse of a used token revokes its session. */

@@ -32,6 +32,7 @@ typedef struct importer {
     import_report_t *rep;
     arena_t arena; /* the strings of the rows in the current batch; reset after each batch */
     property_t *rows;
+    int lines[IMPORT_BATCH]; /* the source line of each row in the batch */
     int nrows;
     upsert_result_t results[IMPORT_BATCH];
 } importer_t;
@@ -129,6 +130,10 @@ static bool import_flush(importer_t *im, err_t *e)
         case UPSERT_INSERTED: im->rep->inserted++; break;
         case UPSERT_UPDATED: im->rep->updated++; break;
         case UPSERT_UNCHANGED: im->rep->unchanged++; break;
+        case UPSERT_FOREIGN:
+            import_reject(im, im->lines[i], "source %s, external_id %s belongs to a listing of another owner", im->rows[i].source,
+                          im->rows[i].external_id);
+            break;
         }
     }
     im->nrows = 0;
@@ -149,6 +154,7 @@ static bool import_add(importer_t *im, int line, property_t *p, uint64_t present
         import_reject_err(im, line, &err);
         return true;
     }
+    im->lines[im->nrows] = line;
     im->rows[im->nrows++] = *p;
     if (im->nrows == IMPORT_BATCH)
         return import_flush(im, e);

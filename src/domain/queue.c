@@ -69,6 +69,12 @@ static void job_read(const store_rows_t *r, int row, job_t *j)
 
 static bool is_postgres(store_conn_t *c) { return strcmp(c->store->ops->name, "postgres") == 0; }
 
+/* Tells the workers of other processes (PostgreSQL: delivered when the transaction commits). */
+static bool wake_others(store_conn_t *c, err_t *e)
+{
+    return !c->store->ops->notify || c->store->ops->notify(c, QUEUE_CHANNEL, e);
+}
+
 bool queue_get(store_conn_t *c, int64_t id, arena_t *a, job_t *out, err_t *e)
 {
     const char *v[] = {num(a, id)};
@@ -127,7 +133,7 @@ bool queue_enqueue(store_conn_t *c, const job_spec_t *s, arena_t *a, job_t *out,
         return false;
     }
     job_read(&r, 0, out);
-    return true;
+    return wake_others(c, e);
 }
 
 bool queue_claim(store_conn_t *c, const char *const *queues, int nqueues, const char *holder, int lease_ms,
@@ -166,6 +172,19 @@ bool queue_claim(store_conn_t *c, const char *const *queues, int nqueues, const 
         job_read(&r, 0, out);
         *got = true;
     }
+    return true;
+}
+
+bool queue_next_due(store_conn_t *c, const char *const *queues, int nqueues, arena_t *a, int64_t *at, err_t *e)
+{
+    const char *v[] = {nqueues > 0 ? queues[0] : "", nqueues > 1 ? queues[1] : "", nqueues > 2 ? queues[2] : ""};
+    store_rows_t r;
+    if (!q(c,
+           "SELECT min(CASE WHEN status = 'running' THEN lease_expires_at ELSE run_at END) FROM jobs"
+           " WHERE status IN ('queued', 'failed', 'running') AND queue IN ($1, $2, $3)",
+           3, v, a, &r, e))
+        return false;
+    *at = r.nrows ? cell_i64(&r, 0, 0) : 0;
     return true;
 }
 
@@ -266,7 +285,8 @@ bool queue_release(store_conn_t *c, int64_t id, const char *holder, err_t *e)
                           "UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_holder = NULL,"
                           " lease_expires_at = NULL, run_at = CAST($3 AS BIGINT), updated_at = CAST($3 AS BIGINT)"
                           " WHERE id = CAST($1 AS BIGINT) AND status = 'running' AND lease_holder = $2",
-                          3, v, &a, e);
+                          3, v, &a, e) &&
+              wake_others(c, e);
     arena_free(&a);
     return ok;
 }
@@ -281,7 +301,7 @@ static bool transition(store_conn_t *c, int64_t id, const char *sql, const char 
         return false;
     if (r.nrows == 1) {
         job_read(&r, 0, out);
-        return true;
+        return wake_others(c, e);
     }
     if (!queue_get(c, id, a, out, e))
         return false;

@@ -50,6 +50,12 @@ bool queue_by_key(store_conn_t *c, const char *key, arena_t *a, job_t *out, bool
 /* Claims the next runnable job of `queues` for `holder` for lease_ms; *got false when there is none. */
 bool queue_claim(store_conn_t *c, const char *const *queues, int nqueues, const char *holder, int lease_ms,
                  arena_t *a, job_t *out, bool *got, err_t *e);
+/* When the next job of `queues` becomes runnable without anyone enqueueing (a delayed job, a
+ * retry, an expired lease): unix microseconds, 0 when nothing is waiting for a time. */
+bool queue_next_due(store_conn_t *c, const char *const *queues, int nqueues, arena_t *a, int64_t *at, err_t *e);
+/* The channel that NOTIFY wakes workers on (PostgreSQL). */
+#define QUEUE_CHANNEL "hearth_jobs"
+
 /* Extends the lease; ERR_CONFLICT when the holder no longer has it (taken over, or cancelled). */
 bool queue_heartbeat(store_conn_t *c, int64_t id, const char *holder, int lease_ms, err_t *e);
 bool queue_progress(store_conn_t *c, int64_t id, const char *holder, int pct, const char *message, err_t *e);

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../base/log.h"
 #include "../base/util.h"
 
 #define NBF_LEEWAY_S 30 /* clocks of several instances may differ by a little */
@@ -39,6 +40,10 @@ bool token_setup(const char *configured, const char *data_dir, err_t *e)
     snprintf(path, sizeof path, "%s/jwt-secret", data_dir);
     for (int attempt = 0; attempt < 2; attempt++) {
         int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (fd >= 0 && fstat(fd, &st) == 0 && (st.st_mode & 077))
+            log_warn("%s is readable by other users (mode %03o): anyone who reads it can sign tokens; chmod 600 it",
+                     path, (unsigned)(st.st_mode & 0777));
         if (fd >= 0) {
             char buf[sizeof secret];
             ssize_t n = read(fd, buf, sizeof buf);
@@ -53,20 +58,31 @@ bool token_setup(const char *configured, const char *data_dir, err_t *e)
         }
         if (errno != ENOENT)
             return err_set(e, ERR_INTERNAL, "%s: %s", path, strerror(errno));
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0) {
-            if (errno == EEXIST)
-                continue; /* another process made it first: read theirs */
-            return err_set(e, ERR_INTERNAL, "%s: %s", path, strerror(errno));
-        }
+        /* written whole under a temporary name, then linked into place: a process starting at the
+         * same moment sees either no file or the whole secret, never a part of it */
+        char tmp[1200];
+        snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return err_set(e, ERR_INTERNAL, "%s: %s", tmp, strerror(errno));
+        unsigned char raw[32]; /* from the kernel's CSPRNG: rand_hex_id is for ids, not secrets */
+        randombytes_buf(raw, sizeof raw);
         char hex[65];
-        rand_hex_id(hex, 32);
+        sodium_bin2hex(hex, sizeof hex, raw, sizeof raw);
+        sodium_memzero(raw, sizeof raw);
         hex[64] = '\n';
         bool ok = write(fd, hex, 65) == 65 && fsync(fd) == 0;
         close(fd);
-        if (!ok) {
-            unlink(path);
+        int linked = ok ? link(tmp, path) : -1;
+        int link_errno = errno;
+        unlink(tmp);
+        if (!ok || (linked != 0 && link_errno != EEXIST)) {
+            sodium_memzero(hex, sizeof hex);
             return err_set(e, ERR_INTERNAL, "%s: could not be written", path);
+        }
+        if (linked != 0) { /* another process made it first: read theirs */
+            sodium_memzero(hex, sizeof hex);
+            continue;
         }
         token_set_secret(hex, 64);
         sodium_memzero(hex, sizeof hex);
@@ -80,7 +96,9 @@ char *token_issue(const token_claims_t *c, arena_t *a, err_t *e)
     jwt_t *jwt = NULL;
     char sub[24], jti[33];
     snprintf(sub, sizeof sub, "%lld", (long long)c->user_id);
-    rand_hex_id(jti, 16);
+    unsigned char raw[16];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(jti, sizeof jti, raw, sizeof raw);
     char *out = NULL;
     if (jwt_new(&jwt) == 0 && jwt_add_grant(jwt, "sub", sub) == 0 && jwt_add_grant_int(jwt, "sid", (long)c->session_id) == 0 &&
         jwt_add_grant(jwt, "role", c->role) == 0 && jwt_add_grant_int(jwt, "iat", (long)c->issued_at) == 0 &&

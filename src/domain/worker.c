@@ -96,6 +96,7 @@ struct worker_pool {
     pthread_mutex_t mu; /* slots */
     _Atomic bool stopping;     /* claim no more */
     _Atomic bool stop_running; /* grace over: handlers should stop */
+    struct store_listener *listener; /* PostgreSQL: NOTIFY wakes us; then no polling */
     char host[64];
 };
 
@@ -235,13 +236,44 @@ static void run_job(worker_pool_t *w, slot_t *slot, const job_t *job)
     buf_free(&result);
 }
 
-static void wait_for_work(worker_pool_t *w, uint64_t seen)
+#define LISTEN_MAX_SLEEP_MS 30000 /* with NOTIFY: a safety net, not a poll */
+
+/* How long an idle runner sleeps: the poll interval, or with NOTIFY wake-ups until the next job
+ * falls due by the clock (a delayed job, a retry, an expired lease). */
+static int64_t idle_ms(worker_pool_t *w, arena_t *arena)
 {
+    if (!w->listener)
+        return w->cfg.poll_ms;
+    err_t e;
+    err_clear(&e);
+    int64_t due = 0;
+    store_conn_t *c = w->store->ops->acquire(w->store, ACQUIRE_MS, &e);
+    bool ok = c && queue_next_due(c, w->cfg.queues, w->nqueues, arena, &due, &e);
+    if (c)
+        w->store->ops->release(w->store, c);
+    if (!ok)
+        return w->cfg.poll_ms;
+    if (!due)
+        return LISTEN_MAX_SLEEP_MS;
+    int64_t ms = (due - time_now_us()) / 1000 + 1;
+    return ms < 1 ? 1 : ms > LISTEN_MAX_SLEEP_MS ? LISTEN_MAX_SLEEP_MS : ms;
+}
+
+static void notified(void *arg)
+{
+    (void)arg;
+    worker_wake();
+}
+
+static void wait_for_work(worker_pool_t *w, uint64_t seen, arena_t *arena)
+{
+    int64_t ms = idle_ms(w, arena);
     pthread_mutex_lock(&wake_mu);
     if (wake_seq == seen && !atomic_load(&w->stopping)) {
         struct timespec until;
         clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += (long)w->cfg.poll_ms * 1000000L;
+        until.tv_sec += ms / 1000;
+        until.tv_nsec += (long)(ms % 1000) * 1000000L;
         until.tv_sec += until.tv_nsec / 1000000000L;
         until.tv_nsec %= 1000000000L;
         pthread_cond_timedwait(&wake_cv, &wake_mu, &until);
@@ -265,7 +297,7 @@ static void *runner_main(void *arg)
         err_clear(&e);
         if (!in_tx(w->store, do_claim, &a, &e)) {
             log_warn("worker: claiming a job failed: %s", e.message);
-            wait_for_work(w, seen);
+            wait_for_work(w, seen, &arena);
         } else if (a.got) {
             pthread_mutex_lock(&w->mu);
             slot->job_id = job.id;
@@ -275,7 +307,7 @@ static void *runner_main(void *arg)
             slot->job_id = 0;
             pthread_mutex_unlock(&w->mu);
         } else {
-            wait_for_work(w, seen);
+            wait_for_work(w, seen, &arena);
         }
         arena_reset(&arena);
     }
@@ -340,6 +372,8 @@ worker_pool_t *worker_start(store_t *s, const worker_config_t *cfg, err_t *e)
         snprintf(w->host, sizeof w->host, "host");
     w->host[sizeof w->host - 1] = '\0';
     pthread_mutex_init(&w->mu, NULL);
+    if (s->ops->listen && !(w->listener = s->ops->listen(s, QUEUE_CHANNEL, notified, NULL, e)))
+        log_warn("worker: %s; polling every %d ms instead", e->message, w->cfg.poll_ms);
     w->slots = calloc((size_t)w->cfg.concurrency, sizeof *w->slots);
     w->runners = calloc((size_t)w->cfg.concurrency, sizeof *w->runners);
     char id[9];
@@ -359,6 +393,8 @@ worker_pool_t *worker_start(store_t *s, const worker_config_t *cfg, err_t *e)
         worker_wake();
         for (int i = 0; i < started; i++)
             pthread_join(w->runners[i], NULL);
+        if (w->listener)
+            s->ops->unlisten(w->listener);
         pthread_mutex_destroy(&w->mu);
         free(w->slots);
         free(w->runners);
@@ -391,6 +427,8 @@ void worker_stop(worker_pool_t *w, int grace_ms)
     for (int i = 0; i < w->cfg.concurrency; i++)
         pthread_join(w->runners[i], NULL);
     pthread_join(w->heartbeat, NULL);
+    if (w->listener)
+        w->store->ops->unlisten(w->listener);
     pthread_mutex_destroy(&w->mu);
     free(w->slots);
     free(w->runners);

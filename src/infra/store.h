@@ -44,7 +44,9 @@ typedef struct store_audit {
 } store_audit_t;
 
 /* The outcome of one row of an import batch. */
-typedef enum { UPSERT_INSERTED, UPSERT_UPDATED, UPSERT_UNCHANGED } upsert_result_t;
+/* UPSERT_FOREIGN: the (source, external_id) belongs to a listing of another owner, which an import
+ * never changes (the row is refused). */
+typedef enum { UPSERT_INSERTED, UPSERT_UPDATED, UPSERT_UNCHANGED, UPSERT_FOREIGN } upsert_result_t;
 
 typedef struct store_ops {
     const char *name; /* "sqlite", "postgres" */
@@ -78,6 +80,14 @@ typedef struct store_ops {
                   err_t *e);
     bool (*begin)(store_conn_t *c, err_t *e);             /* a write transaction */
     bool (*end)(store_conn_t *c, bool commit, err_t *e); /* commit (when `commit`) or roll back */
+
+    /* Cross-process wake-ups (PostgreSQL LISTEN/NOTIFY; NULL on SQLite, whose processes poll).
+     * notify queues a notification on `channel` inside the caller's transaction, delivered when
+     * it commits; listen starts a thread with a connection of its own that calls fn(arg) for every
+     * notification, and once after each reconnect (notifications may have been missed). */
+    bool (*notify)(store_conn_t *c, const char *channel, err_t *e);
+    struct store_listener *(*listen)(store_t *s, const char *channel, void (*fn)(void *arg), void *arg, err_t *e);
+    void (*unlisten)(struct store_listener *l);
 } store_ops_t;
 
 struct store {

@@ -7,6 +7,9 @@
  * while the server is down, acquire fails at once with ERR_UNAVAILABLE, which clients see as a 503.
  * Every statement runs under a statement timeout and every connect under a connect timeout. */
 #include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -693,8 +696,15 @@ static bool pg_begin(store_conn_t *cb, err_t *e) { return in_tx((pg_conn_t *)cb,
 static bool pg_end(store_conn_t *cb, bool commit, err_t *e)
 {
     pg_conn_t *c = (pg_conn_t *)cb;
-    if (!c->db || PQtransactionStatus(c->db) == PQTRANS_IDLE)
+    if (!c->db) /* the connection died: whatever was open is gone */
+        return !commit || err_set(e, ERR_UNAVAILABLE, "the database connection was lost; nothing was saved");
+    PGTransactionStatusType st = PQtransactionStatus(c->db);
+    if (st == PQTRANS_IDLE)
         return true; /* nothing open */
+    if (commit && st == PQTRANS_INERROR) { /* COMMIT would answer ROLLBACK */
+        commit_or_rollback(c, false, e);
+        return err_set(e, ERR_INTERNAL, "the transaction failed; nothing was saved");
+    }
     return commit_or_rollback(c, commit, e) || !commit;
 }
 
@@ -778,6 +788,93 @@ static void pg_optimize(store_t *base)
     pg_release(base, cb);
 }
 
+/* Notifications ----------------------------------------------------------------------------------- */
+
+static bool pg_notify(store_conn_t *cb, const char *channel, err_t *e)
+{
+    const char *v[] = {channel};
+    PGresult *r = run((pg_conn_t *)cb, "SELECT pg_notify($1, '')", 1, v, PGRES_TUPLES_OK, e);
+    PQclear(r);
+    return r != NULL;
+}
+
+struct store_listener {
+    pg_store_t *store;
+    char channel[64];
+    void (*fn)(void *);
+    void *arg;
+    pthread_t thread;
+    _Atomic bool stop;
+};
+
+static void *listener_main(void *p)
+{
+    struct store_listener *l = p;
+    pg_conn_t conn = {0};
+    conn.base.store = &l->store->base;
+    bool warned = false;
+    while (!atomic_load(&l->stop)) {
+        err_t e;
+        err_clear(&e);
+        if (!conn.db || PQstatus(conn.db) != CONNECTION_OK) {
+            char sql[96];
+            snprintf(sql, sizeof sql, "LISTEN \"%s\"", l->channel);
+            if (!conn_connect(l->store, &conn, &e, NULL, 0) || !exec_simple(&conn, sql, &e)) {
+                if (!warned)
+                    log_warn("postgres: LISTEN %s failed; workers fall back to polling until it works", l->channel);
+                warned = true;
+                for (int i = 0; i < 10 && !atomic_load(&l->stop); i++)
+                    poll(NULL, 0, 100);
+                continue;
+            }
+            warned = false;
+            l->fn(l->arg); /* whatever was sent while not listening */
+        }
+        struct pollfd pfd = {.fd = PQsocket(conn.db), .events = POLLIN};
+        if (poll(&pfd, 1, 250) > 0 && !PQconsumeInput(conn.db)) {
+            PQfinish(conn.db);
+            conn.db = NULL;
+            continue;
+        }
+        bool any = false;
+        PGnotify *n;
+        while ((n = PQnotifies(conn.db))) {
+            any = true;
+            PQfreemem(n);
+        }
+        if (any)
+            l->fn(l->arg);
+    }
+    if (conn.db)
+        PQfinish(conn.db);
+    stmt_cache_clear(&conn);
+    return NULL;
+}
+
+static struct store_listener *pg_listen(store_t *base, const char *channel, void (*fn)(void *), void *arg, err_t *e)
+{
+    struct store_listener *l = calloc(1, sizeof *l);
+    l->store = (pg_store_t *)base;
+    snprintf(l->channel, sizeof l->channel, "%s", channel);
+    l->fn = fn;
+    l->arg = arg;
+    if (pthread_create(&l->thread, NULL, listener_main, l) != 0) {
+        free(l);
+        err_set(e, ERR_INTERNAL, "could not start the LISTEN thread");
+        return NULL;
+    }
+    return l;
+}
+
+static void pg_unlisten(struct store_listener *l)
+{
+    if (!l)
+        return;
+    atomic_store(&l->stop, true);
+    pthread_join(l->thread, NULL);
+    free(l);
+}
+
 static const store_ops_t postgres_ops = {
     .name = "postgres",
     .migrate = pg_migrate,
@@ -797,4 +894,7 @@ static const store_ops_t postgres_ops = {
     .query = pg_query,
     .begin = pg_begin,
     .end = pg_end,
+    .notify = pg_notify,
+    .listen = pg_listen,
+    .unlisten = pg_unlisten,
 };

@@ -247,6 +247,8 @@ bool store_upsert_rows(store_conn_t *c, const upsert_steps_t *steps, property_t 
         } else if (!found) {
             ok = steps->insert(c, p, &a, e);
             results[i] = UPSERT_INSERTED;
+        } else if (old.owner_id != p->owner_id) {
+            results[i] = UPSERT_FOREIGN; /* an import never takes over another owner's listing */
         } else {
             buf_reset(&k1), buf_reset(&k2);
             store_content_key(&old, &k1);
