@@ -54,6 +54,12 @@ void jobs_list(http_request_t *req, http_response_t *res);
 void jobs_create(http_request_t *req, http_response_t *res);
 void jobs_retry(http_request_t *req, http_response_t *res);
 void jobs_cancel(http_request_t *req, http_response_t *res);
+void events_stream(http_request_t *req, http_response_t *res);
+
+/* The outbox relay and, with Redis, the subscription that feeds this instance's event streams
+ * (events.c); started by serve, stopped after the server. */
+bool events_start(store_t *s, struct redis_pool *redis, const char *database_url, err_t *e);
+void events_stop(void);
 
 /* Accounts (auth.c) ------------------------------------------------------------------------------ */
 

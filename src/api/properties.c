@@ -288,6 +288,8 @@ void properties_create(http_request_t *req, http_response_t *res)
     store_audit_t audit = auth_audit_entry(req, &actor, "property.create", "property", NULL);
     audit.resource_ref = &p.id;
     c->audit = &audit;
+    store_event_t event = {.channel = "property:", .type = "property_created", .ref = &p.id};
+    c->event = &event;
     bool ok = g_app.store->ops->property_create(c, &p, &e);
     app_store_done(c);
     if (ok || e.code == ERR_UNAVAILABLE)
@@ -403,6 +405,8 @@ void properties_patch(http_request_t *req, http_response_t *res)
     char rid[24];
     snprintf(rid, sizeof rid, "%lld", (long long)id);
     store_audit_t audit = auth_audit_entry(req, &actor, "property.update", "property", rid);
+    int64_t event_id = id;
+    store_event_t event = {.channel = "property:", .type = "property_updated", .ref = &event_id};
     property_t p;
     bool ok = false;
     for (int attempt = 0; attempt < PATCH_ATTEMPTS; attempt++) {
@@ -420,6 +424,7 @@ void properties_patch(http_request_t *req, http_response_t *res)
         if (!property_check(&p, present, false, &e))
             break;
         c->audit = &audit;
+        c->event = &event;
         ok = g_app.store->ops->property_update(c, &p, read_version, &e);
         if (ok || e.code != ERR_PRECONDITION || if_match)
             break; /* retry only a race the client did not guard against itself */
@@ -471,6 +476,8 @@ void properties_delete(http_request_t *req, http_response_t *res)
     snprintf(rid, sizeof rid, "%lld", (long long)id);
     store_audit_t audit = auth_audit_entry(req, &actor, "property.delete", "property", rid);
     c->audit = &audit;
+    store_event_t event = {.channel = "property:", .type = "property_deleted", .ref = &id};
+    c->event = &event;
     if (ok)
         ok = g_app.store->ops->property_delete(c, id, expect, &e);
     app_store_done(c);

@@ -137,8 +137,10 @@ int cmd_serve(int argc, char **argv)
         if (!(jobs = worker_start(s, &wc, &e)))
             fprintf(stderr, "hearth: %s\n", e.message);
     }
-    bool ok = (cfg->job_workers == 0 || jobs) && ratelimit_mw_start(cfg, redis, &e) && server_run(cfg, &e);
+    bool ok = (cfg->job_workers == 0 || jobs) && events_start(s, redis, cfg->database_url, &e) &&
+              ratelimit_mw_start(cfg, redis, &e) && server_run(cfg, &e);
     worker_stop(jobs, cfg->shutdown_timeout_ms); /* running jobs finish or are given back */
+    events_stop();
     if (!ok)
         fprintf(stderr, "hearth: %s\n", e.message);
     ratelimit_mw_stop();

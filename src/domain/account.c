@@ -235,9 +235,12 @@ bool account_system_id(store_t *s, int64_t *id, err_t *e)
 bool account_audit(store_conn_t *c, const store_audit_t *audit, err_t *e)
 {
     const store_audit_t *saved = c->audit;
+    const store_event_t *saved_event = c->event;
     c->audit = audit;
-    bool ok = store_audit_write(c, e);
+    c->event = NULL;
+    bool ok = store_tx_extras_write(c, e);
     c->audit = saved;
+    c->event = saved_event;
     return ok;
 }
 

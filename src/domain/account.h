@@ -92,7 +92,7 @@ bool account_identify(store_conn_t *c, int64_t user_id, int64_t session_id, aren
 /* The id of the system account that owns imported rows (made by a migration). */
 bool account_system_id(store_t *s, int64_t *id, err_t *e);
 
-/* An audit entry on its own (a failed login, an update refused); see store_audit_write. */
+/* An audit entry on its own (a failed login, an update refused); see store_tx_extras_write. */
 bool account_audit(store_conn_t *c, const store_audit_t *audit, err_t *e);
 
 typedef struct audit_query {

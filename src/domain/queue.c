@@ -69,6 +69,8 @@ static void job_read(const store_rows_t *r, int row, job_t *j)
 
 static bool is_postgres(store_conn_t *c) { return strcmp(c->store->ops->name, "postgres") == 0; }
 
+static bool job_event(store_conn_t *c, const job_t *j, const char *type, arena_t *a, err_t *e);
+
 /* Tells the workers of other processes (PostgreSQL: delivered when the transaction commits). */
 static bool wake_others(store_conn_t *c, err_t *e)
 {
@@ -133,7 +135,7 @@ bool queue_enqueue(store_conn_t *c, const job_spec_t *s, arena_t *a, job_t *out,
         return false;
     }
     job_read(&r, 0, out);
-    return wake_others(c, e);
+    return job_event(c, out, "job_queued", a, e) && wake_others(c, e);
 }
 
 bool queue_claim(store_conn_t *c, const char *const *queues, int nqueues, const char *holder, int lease_ms,
@@ -171,6 +173,7 @@ bool queue_claim(store_conn_t *c, const char *const *queues, int nqueues, const 
     if (r.nrows == 1) {
         job_read(&r, 0, out);
         *got = true;
+        return job_event(c, out, "job_started", a, e);
     }
     return true;
 }
@@ -188,15 +191,48 @@ bool queue_next_due(store_conn_t *c, const char *const *queues, int nqueues, are
     return true;
 }
 
-/* Runs an UPDATE of a job held by `holder`; ERR_CONFLICT when no row matched (the lease is gone). */
-static bool held_update(store_conn_t *c, const char *sql, int n, const char *const *v, arena_t *a, err_t *e)
+/* The outbox event of a job's change of state, on channel job:ID for its creator (and admins). */
+static bool job_event(store_conn_t *c, const job_t *j, const char *type, arena_t *a, err_t *e)
+{
+    jw_t w;
+    buf_t d;
+    buf_init(&d);
+    jw_init(&w, &d);
+    jw_obj_begin(&w);
+    jw_kint(&w, "id", j->id);
+    jw_kstr(&w, "type", j->type);
+    jw_kstr(&w, "status", j->status);
+    jw_kint(&w, "attempts", j->attempts);
+    jw_kint(&w, "progress", j->progress);
+    jw_kstr(&w, "message", j->message);
+    jw_kstr(&w, "error", j->error);
+    jw_key(&w, "result");
+    if (j->result)
+        jw_raw(&w, j->result, strlen(j->result));
+    else
+        jw_null(&w);
+    jw_obj_end(&w);
+    store_event_t ev = {.channel = arena_printf(a, "job:%lld", (long long)j->id), .type = type,
+                        .data = arena_strndup(a, d.data, d.len), .owner_id = j->created_by};
+    buf_free(&d);
+    return store_event_write(c, &ev, e);
+}
+
+/* Runs an UPDATE ... RETURNING JOB_COLUMNS of a job held by `holder` and announces the change as
+ * `event`; ERR_CONFLICT when no row matched (the lease is gone). */
+static bool held_update(store_conn_t *c, const char *sql, int n, const char *const *v, arena_t *a, const char *event,
+                        err_t *e)
 {
     store_rows_t r;
     if (!q(c, sql, n, v, a, &r, e))
         return false;
-    if (r.changes != 1)
+    if (r.nrows != 1)
         return err_set(e, ERR_CONFLICT, "the job's lease was lost (taken over or cancelled)");
-    return true;
+    if (!event)
+        return true;
+    job_t j;
+    job_read(&r, 0, &j);
+    return job_event(c, &j, event, a, e);
 }
 
 bool queue_heartbeat(store_conn_t *c, int64_t id, const char *holder, int lease_ms, err_t *e)
@@ -207,8 +243,8 @@ bool queue_heartbeat(store_conn_t *c, int64_t id, const char *holder, int lease_
     const char *v[] = {num(&a, id), holder, num(&a, now + (int64_t)lease_ms * 1000), num(&a, now)};
     bool ok = held_update(c,
                           "UPDATE jobs SET lease_expires_at = CAST($3 AS BIGINT), updated_at = CAST($4 AS BIGINT)"
-                          " WHERE id = CAST($1 AS BIGINT) AND status = 'running' AND lease_holder = $2",
-                          4, v, &a, e);
+                          " WHERE id = CAST($1 AS BIGINT) AND status = 'running' AND lease_holder = $2 RETURNING " JOB_COLUMNS,
+                          4, v, &a, NULL, e);
     arena_free(&a);
     return ok;
 }
@@ -221,8 +257,8 @@ bool queue_progress(store_conn_t *c, int64_t id, const char *holder, int pct, co
                        num(&a, time_now_us())};
     bool ok = held_update(c,
                           "UPDATE jobs SET progress = CAST($3 AS INTEGER), message = $4, updated_at = CAST($5 AS BIGINT)"
-                          " WHERE id = CAST($1 AS BIGINT) AND status = 'running' AND lease_holder = $2",
-                          5, v, &a, e);
+                          " WHERE id = CAST($1 AS BIGINT) AND status = 'running' AND lease_holder = $2 RETURNING " JOB_COLUMNS,
+                          5, v, &a, "progress", e);
     arena_free(&a);
     return ok;
 }
@@ -236,8 +272,8 @@ bool queue_succeed(store_conn_t *c, int64_t id, const char *holder, const char *
                           "UPDATE jobs SET status = 'succeeded', result = $3, progress = 100, error = NULL,"
                           " lease_holder = NULL, lease_expires_at = NULL, finished_at = CAST($4 AS BIGINT),"
                           " updated_at = CAST($4 AS BIGINT)"
-                          " WHERE id = CAST($1 AS BIGINT) AND status = 'running' AND lease_holder = $2",
-                          4, v, &a, e);
+                          " WHERE id = CAST($1 AS BIGINT) AND status = 'running' AND lease_holder = $2 RETURNING " JOB_COLUMNS,
+                          4, v, &a, "job_complete", e);
     arena_free(&a);
     return ok;
 }
@@ -265,13 +301,13 @@ bool queue_fail(store_conn_t *c, const job_t *job, const char *holder, const cha
     bool ok = dead ? held_update(c,
                                  "UPDATE jobs SET status = 'dead', error = $3, lease_holder = NULL, lease_expires_at = NULL,"
                                  " finished_at = CAST($4 AS BIGINT), updated_at = CAST($4 AS BIGINT)"
-                                 " WHERE id = CAST($1 AS BIGINT) AND status = 'running' AND lease_holder = $2",
-                                 4, v, &a, e)
+                                 " WHERE id = CAST($1 AS BIGINT) AND status = 'running' AND lease_holder = $2 RETURNING " JOB_COLUMNS,
+                                 4, v, &a, "job_failed", e)
                    : held_update(c,
                                  "UPDATE jobs SET status = 'failed', error = $3, lease_holder = NULL, lease_expires_at = NULL,"
                                  " run_at = CAST($5 AS BIGINT), updated_at = CAST($4 AS BIGINT)"
-                                 " WHERE id = CAST($1 AS BIGINT) AND status = 'running' AND lease_holder = $2",
-                                 5, v, &a, e);
+                                 " WHERE id = CAST($1 AS BIGINT) AND status = 'running' AND lease_holder = $2 RETURNING " JOB_COLUMNS,
+                                 5, v, &a, "job_retry", e);
     arena_free(&a);
     return ok;
 }
@@ -284,16 +320,16 @@ bool queue_release(store_conn_t *c, int64_t id, const char *holder, err_t *e)
     bool ok = held_update(c,
                           "UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_holder = NULL,"
                           " lease_expires_at = NULL, run_at = CAST($3 AS BIGINT), updated_at = CAST($3 AS BIGINT)"
-                          " WHERE id = CAST($1 AS BIGINT) AND status = 'running' AND lease_holder = $2",
-                          3, v, &a, e) &&
+                          " WHERE id = CAST($1 AS BIGINT) AND status = 'running' AND lease_holder = $2 RETURNING " JOB_COLUMNS,
+                          3, v, &a, "job_released", e) &&
               wake_others(c, e);
     arena_free(&a);
     return ok;
 }
 
 /* A change of state allowed only from `from` (a SQL list); ERR_CONFLICT naming the status otherwise. */
-static bool transition(store_conn_t *c, int64_t id, const char *sql, const char *verb, arena_t *a, job_t *out,
-                       err_t *e)
+static bool transition(store_conn_t *c, int64_t id, const char *sql, const char *verb, const char *event, arena_t *a,
+                       job_t *out, err_t *e)
 {
     const char *v[] = {num(a, id), num(a, time_now_us())};
     store_rows_t r;
@@ -301,7 +337,7 @@ static bool transition(store_conn_t *c, int64_t id, const char *sql, const char 
         return false;
     if (r.nrows == 1) {
         job_read(&r, 0, out);
-        return wake_others(c, e);
+        return job_event(c, out, event, a, e) && wake_others(c, e);
     }
     if (!queue_get(c, id, a, out, e))
         return false;
@@ -313,7 +349,7 @@ bool queue_cancel(store_conn_t *c, int64_t id, arena_t *a, job_t *out, err_t *e)
     return transition(c, id,
                       "UPDATE jobs SET status = 'cancelled', finished_at = CAST($2 AS BIGINT), updated_at = CAST($2 AS BIGINT)"
                       " WHERE id = CAST($1 AS BIGINT) AND status IN ('queued', 'failed') RETURNING " JOB_COLUMNS,
-                      "cancelled", a, out, e);
+                      "cancelled", "job_cancelled", a, out, e);
 }
 
 bool queue_retry(store_conn_t *c, int64_t id, arena_t *a, job_t *out, err_t *e)
@@ -322,7 +358,7 @@ bool queue_retry(store_conn_t *c, int64_t id, arena_t *a, job_t *out, err_t *e)
                       "UPDATE jobs SET status = 'queued', attempts = 0, error = NULL, progress = 0, message = NULL,"
                       " run_at = CAST($2 AS BIGINT), finished_at = NULL, updated_at = CAST($2 AS BIGINT)"
                       " WHERE id = CAST($1 AS BIGINT) AND status IN ('dead', 'failed', 'cancelled') RETURNING " JOB_COLUMNS,
-                      "retried", a, out, e);
+                      "retried", "job_queued", a, out, e);
 }
 
 bool queue_list(store_conn_t *c, const job_query_t *jq, arena_t *a, job_page_t *out, err_t *e)

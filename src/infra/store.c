@@ -13,8 +13,36 @@ store_t *store_open(const config_t *cfg, err_t *e)
     return store_postgres_open(cfg->database_url, cfg->db_pool, e);
 }
 
-bool store_audit_write(store_conn_t *c, err_t *e)
+bool store_event_write(store_conn_t *c, const store_event_t *ev, err_t *e)
 {
+    char channel[160], data[64], owner[24], at[24];
+    const char *ch = ev->channel, *d = ev->data ? ev->data : "{}";
+    if (ev->ref) {
+        snprintf(channel, sizeof channel, "%s%lld", ev->channel, (long long)*ev->ref);
+        snprintf(data, sizeof data, "{\"id\":%lld}", (long long)*ev->ref);
+        ch = channel;
+        if (!ev->data)
+            d = data;
+    }
+    snprintf(owner, sizeof owner, "%lld", (long long)ev->owner_id);
+    snprintf(at, sizeof at, "%lld", (long long)time_now_us());
+    const char *vals[] = {ch, ev->type, d, ev->owner_id ? owner : NULL, at};
+    arena_t scratch;
+    arena_init(&scratch);
+    store_rows_t rows;
+    bool ok = c->store->ops->query(c,
+                                   "INSERT INTO outbox_events (channel, type, data, owner_id, created_at)"
+                                   " VALUES ($1, $2, $3, CAST($4 AS BIGINT), CAST($5 AS BIGINT))",
+                                   5, vals, &scratch, &rows, e) &&
+              (!c->store->ops->notify || c->store->ops->notify(c, STORE_OUTBOX_CHANNEL, e));
+    arena_free(&scratch);
+    return ok;
+}
+
+bool store_tx_extras_write(store_conn_t *c, err_t *e)
+{
+    if (c->event && !store_event_write(c, c->event, e))
+        return false;
     const store_audit_t *a = c->audit;
     if (!a)
         return true;

@@ -43,6 +43,17 @@ typedef struct store_audit {
     const char *detail;          /* a JSON object or NULL */
 } store_audit_t;
 
+/* One outbox event (see domain/outbox.h), written in the transaction of the change it announces.
+ * With `ref` set, the channel is `channel` followed by *ref and the data {"id": *ref} (a row's new id
+ * is known only after the insert). */
+#define STORE_OUTBOX_CHANNEL "hearth_outbox" /* NOTIFY channel of new outbox rows (PostgreSQL) */
+
+typedef struct store_event {
+    const char *channel, *type, *data; /* data: a JSON object */
+    int64_t owner_id;                  /* who may see it besides admins; 0: everyone */
+    const int64_t *ref;
+} store_event_t;
+
 /* The outcome of one row of an import batch. */
 /* UPSERT_FOREIGN: the (source, external_id) belongs to a listing of another owner, which an import
  * never changes (the row is refused). */
@@ -99,11 +110,14 @@ struct store_conn {
     /* Set by the caller before a property write (create, update, delete): the backend writes it in
      * the same transaction, so the change and its audit entry commit together. Cleared on release. */
     const store_audit_t *audit;
+    const store_event_t *event; /* likewise: an outbox event to commit with the change */
 };
 
-/* Writes c->audit (when set) with the generic query; the backends call it inside their write
- * transactions. */
-bool store_audit_write(store_conn_t *c, err_t *e);
+/* Writes c->audit and c->event (those set) with the generic query; the backends call it inside
+ * their write transactions, just before they commit. */
+bool store_tx_extras_write(store_conn_t *c, err_t *e);
+/* Writes one outbox event in the caller's transaction (and NOTIFYs the relays on PostgreSQL). */
+bool store_event_write(store_conn_t *c, const store_event_t *ev, err_t *e);
 
 /* Opens the backend that cfg->database_url names. */
 store_t *store_open(const config_t *cfg, err_t *e);

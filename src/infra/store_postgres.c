@@ -157,6 +157,7 @@ static void pg_release(store_t *base, store_conn_t *cb)
         PQclear(r);
     }
     cb->audit = NULL;
+    cb->event = NULL;
     pg_store_t *s = (pg_store_t *)base;
     pool_release(&s->pool, (int)(c - s->conns));
 }
@@ -599,7 +600,7 @@ static bool pg_property_create(store_conn_t *cb, property_t *p, err_t *e)
     pg_conn_t *c = (pg_conn_t *)cb;
     arena_t a;
     arena_init(&a);
-    bool ok = in_tx(c, e) && commit_or_rollback(c, insert_row(c, p, &a, e) && store_audit_write(cb, e), e);
+    bool ok = in_tx(c, e) && commit_or_rollback(c, insert_row(c, p, &a, e) && store_tx_extras_write(cb, e), e);
     arena_free(&a);
     return ok;
 }
@@ -631,7 +632,7 @@ static bool pg_property_update(store_conn_t *cb, property_t *p, int64_t expect_v
             else if (ex == 0)
                 err_set(e, ERR_NOT_FOUND, "no property with id %lld", (long long)p->id);
         }
-        ok = commit_or_rollback(c, rc == 1 && store_audit_write(cb, e), e);
+        ok = commit_or_rollback(c, rc == 1 && store_tx_extras_write(cb, e), e);
     }
     arena_free(&a);
     return ok;
@@ -661,7 +662,7 @@ static bool pg_property_delete(store_conn_t *cb, int64_t id, int64_t expect_vers
                 err_set(e, ERR_NOT_FOUND, "no property with id %lld", (long long)id);
         }
     }
-    ok = commit_or_rollback(c, ok && store_audit_write(cb, e), e);
+    ok = commit_or_rollback(c, ok && store_tx_extras_write(cb, e), e);
     arena_free(&a);
     return ok;
 }

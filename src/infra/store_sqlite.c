@@ -216,6 +216,7 @@ static void sq_release(store_t *base, store_conn_t *cb)
     if (!sqlite3_get_autocommit(c->db)) /* a transaction left open by an error path */
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
     cb->audit = NULL;
+    cb->event = NULL;
     pool_release(&s->pool, (int)(c - s->conns));
 }
 
@@ -516,7 +517,7 @@ static bool sq_property_create(store_conn_t *cb, property_t *p, err_t *e)
     sq_conn_t *c = (sq_conn_t *)cb;
     if (!exec(c, "BEGIN IMMEDIATE", e))
         return false;
-    if (!insert_row(c, p, e) || !store_audit_write(cb, e)) {
+    if (!insert_row(c, p, e) || !store_tx_extras_write(cb, e)) {
         exec(c, "ROLLBACK", e);
         return false;
     }
@@ -540,7 +541,7 @@ static bool sq_property_update(store_conn_t *cb, property_t *p, int64_t expect_v
     if (!exec(c, "BEGIN IMMEDIATE", e))
         return false;
     int r = update_row(c, p, expect_version, e);
-    if (r <= 0 || !store_audit_write(cb, e)) {
+    if (r <= 0 || !store_tx_extras_write(cb, e)) {
         if (r == 0) {
             if (exists(c, p->id, e))
                 err_set(e, ERR_PRECONDITION, "the property has changed since version %lld", (long long)expect_version);
@@ -571,7 +572,7 @@ static bool sq_property_delete(store_conn_t *cb, int64_t id, int64_t expect_vers
         else
             ok = err_set(e, ERR_NOT_FOUND, "no property with id %lld", (long long)id);
     }
-    if (!ok || !store_audit_write(cb, e)) {
+    if (!ok || !store_tx_extras_write(cb, e)) {
         exec(c, "ROLLBACK", e);
         return false;
     }

@@ -64,6 +64,11 @@ typedef struct http_response {
     buf_t body;
     buf_t headers; /* extra header lines, each "Name: value\r\n" */
     bool close;    /* send Connection: close and close after the response */
+    /* An event stream (text/event-stream): after the head and the body, the connection stays open
+     * and receives the events of `stream_channel` with ids above `stream_last_id` (server.c). */
+    bool stream;
+    const char *stream_channel;
+    int64_t stream_last_id;
 } http_response_t;
 
 /* Request helpers */

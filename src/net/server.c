@@ -63,7 +63,27 @@ typedef struct conn {
     char peer[64]; /* the socket's peer address */
     bool peer_loopback;
     ratelimit_result_t rl; /* the request's rate limit figures; rl.limit 0: none applied */
+    /* an event stream (res.stream): after its head, the connection only receives events */
+    bool streaming, stream_open;
+    char stream_channel[128];
+    int64_t stream_last_id;
+    size_t stream_pending; /* bytes handed to uv_write and not yet written */
+    struct conn *snext, *sprev;
 } conn_t;
+
+/* An event on its way to a loop's streams: queued by server_publish, delivered by on_events, then
+ * kept in the loop's ring of recent events for streams that start a moment later. */
+typedef struct ev_item {
+    struct ev_item *next;
+    char channel[128];
+    int64_t id;
+    size_t len;
+    char frame[];
+} ev_item_t;
+
+#define EV_RING 1024
+#define STREAM_MAX_PENDING (1024 * 1024) /* a consumer this far behind is closed, not buffered */
+#define STREAM_KEEPALIVE_MS 15000
 
 struct loop_ctx {
     uv_loop_t loop;
@@ -79,6 +99,12 @@ struct loop_ctx {
     char date[64];
     time_t date_sec;
     char rbuf[64 * 1024]; /* shared read buffer; see on_alloc */
+    uv_async_t events;
+    pthread_mutex_t ev_mu; /* ev_head/ev_tail: filled by any thread, emptied by the loop */
+    ev_item_t *ev_head, *ev_tail;
+    conn_t *streams;        /* open event streams of this loop */
+    ev_item_t *ring[EV_RING];
+    int ring_pos;
 };
 
 static const config_t *cfg;
@@ -95,11 +121,20 @@ static void on_handle_closed(uv_handle_t *h);
 
 /* Timers ---------------------------------------------------------------------------------------*/
 
+static void stream_write(conn_t *c, const char *s, size_t n);
+static void timer_set(conn_t *c, int ms);
+static void start_reading(conn_t *c);
+
 static void on_timeout(uv_timer_t *t)
 {
     conn_t *c = t->data;
     if (c->lingering) {
         conn_close(c);
+        return;
+    }
+    if (c->stream_open) {
+        stream_write(c, ": keep-alive\n\n", 14);
+        timer_set(c, STREAM_KEEPALIVE_MS);
         return;
     }
     if (c->busy) {
@@ -152,6 +187,148 @@ static void write_raw(conn_t *c, const char *s, size_t n)
     uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
     if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_raw_written) != 0)
         free(w);
+}
+
+/* Event streams ---------------------------------------------------------------------------------*/
+
+typedef struct stream_write_req {
+    uv_write_t req;
+    conn_t *c;
+    size_t n;
+    char data[];
+} stream_write_req_t;
+
+static void on_stream_written(uv_write_t *w, int status)
+{
+    stream_write_req_t *sw = (stream_write_req_t *)w;
+    sw->c->stream_pending -= sw->n;
+    if (status != 0 && !sw->c->closing)
+        conn_close(sw->c);
+    free(sw);
+}
+
+static void stream_write(conn_t *c, const char *s, size_t n)
+{
+    if (c->closing)
+        return;
+    if (c->stream_pending + n > STREAM_MAX_PENDING) {
+        c->reset = true; /* a consumer that does not keep up is closed, not buffered without bound */
+        conn_close(c);
+        return;
+    }
+    stream_write_req_t *sw = malloc(sizeof *sw + n);
+    if (!sw)
+        abort();
+    sw->c = c;
+    sw->n = n;
+    memcpy(sw->data, s, n);
+    uv_buf_t b = uv_buf_init(sw->data, (unsigned)n);
+    c->stream_pending += n;
+    if (uv_write(&sw->req, (uv_stream_t *)&c->tcp, &b, 1, on_stream_written) != 0) {
+        c->stream_pending -= n;
+        free(sw);
+        conn_close(c);
+    }
+}
+
+static bool stream_matches(const conn_t *c, const ev_item_t *ev)
+{
+    if (strcmp(c->stream_channel, "jobs") == 0)
+        return strncmp(ev->channel, "job:", 4) == 0;
+    return strcmp(c->stream_channel, ev->channel) == 0;
+}
+
+static void stream_deliver(conn_t *c, const ev_item_t *ev)
+{
+    if (!stream_matches(c, ev))
+        return;
+    if (ev->id > 0) {
+        if (ev->id <= c->stream_last_id)
+            return; /* had it already (a replay, or a relay that published it twice) */
+        c->stream_last_id = ev->id;
+    }
+    stream_write(c, ev->frame, ev->len);
+}
+
+/* The head has been written: the connection now waits for events. */
+static void stream_open(conn_t *c)
+{
+    loop_ctx_t *lp = c->lp;
+    c->stream_open = true;
+    c->snext = lp->streams;
+    if (lp->streams)
+        lp->streams->sprev = c;
+    lp->streams = c;
+    for (int i = 0; i < EV_RING; i++) { /* events that arrived while the head was being made */
+        const ev_item_t *ev = lp->ring[(lp->ring_pos + i) % EV_RING];
+        if (ev)
+            stream_deliver(c, ev);
+    }
+    timer_set(c, STREAM_KEEPALIVE_MS);
+    start_reading(c); /* only to see the client go: what it sends is discarded */
+}
+
+static void stream_unlink(conn_t *c)
+{
+    if (!c->stream_open)
+        return;
+    if (c->sprev)
+        c->sprev->snext = c->snext;
+    else
+        c->lp->streams = c->snext;
+    if (c->snext)
+        c->snext->sprev = c->sprev;
+    c->stream_open = false;
+}
+
+static void on_events(uv_async_t *a)
+{
+    loop_ctx_t *lp = a->data;
+    pthread_mutex_lock(&lp->ev_mu);
+    ev_item_t *ev = lp->ev_head;
+    lp->ev_head = lp->ev_tail = NULL;
+    pthread_mutex_unlock(&lp->ev_mu);
+    while (ev) {
+        ev_item_t *next = ev->next;
+        for (conn_t *c = lp->streams, *cn; c; c = cn) {
+            cn = c->snext; /* stream_deliver may close c */
+            stream_deliver(c, ev);
+        }
+        free(lp->ring[lp->ring_pos]);
+        lp->ring[lp->ring_pos] = ev;
+        lp->ring_pos = (lp->ring_pos + 1) % EV_RING;
+        ev = next;
+    }
+}
+
+static pthread_mutex_t hub_mu = PTHREAD_MUTEX_INITIALIZER;
+static loop_ctx_t *hub_loops; /* set while the loops run */
+static int hub_n;
+
+void server_publish(const char *channel, int64_t id, const char *frame, size_t len)
+{
+    pthread_mutex_lock(&hub_mu);
+    for (int i = 0; i < hub_n && hub_loops; i++) {
+        loop_ctx_t *lp = &hub_loops[i];
+        ev_item_t *ev = malloc(sizeof *ev + len + 1);
+        if (!ev)
+            break;
+        ev->next = NULL;
+        snprintf(ev->channel, sizeof ev->channel, "%s", channel);
+        ev->id = id;
+        ev->len = len;
+        memcpy(ev->frame, frame, len);
+        ev->frame[len] = '\0';
+        pthread_mutex_lock(&lp->ev_mu);
+        if (lp->ev_tail)
+            lp->ev_tail->next = ev;
+        else
+            lp->ev_head = ev;
+        lp->ev_tail = ev;
+        pthread_mutex_unlock(&lp->ev_mu);
+        uv_async_send(&lp->events);
+    }
+    pthread_mutex_unlock(&hub_mu);
 }
 
 static const char *http_date(loop_ctx_t *lp)
@@ -261,6 +438,12 @@ static void on_written(uv_write_t *w, int status)
     metrics_request(c->req.route ? c->req.route->index : -1, c->req.method, c->res.status, dur);
     metrics_in_flight_add(-1);
     access_log(c, dur);
+    if (c->streaming && status == 0 && !c->closing && !c->lp->stopping) {
+        reset_request(c);
+        c->busy = false;
+        stream_open(c);
+        return;
+    }
     bool close = status != 0 || c->close_after || c->lp->stopping;
     reset_request(c);
     c->busy = false;
@@ -297,8 +480,14 @@ static void write_response(conn_t *c)
     buf_printf(o, "Date: %s\r\nServer: hearth\r\n", http_date(c->lp));
     if (res->content_type)
         buf_printf(o, "Content-Type: %s\r\n", res->content_type);
-    if (res->status != 204 && res->status != 304)
+    if (res->stream && res->status == 200) { /* ends when the connection does */
+        res->close = true;
+        c->streaming = true;
+        snprintf(c->stream_channel, sizeof c->stream_channel, "%s", res->stream_channel ? res->stream_channel : "");
+        c->stream_last_id = res->stream_last_id;
+    } else if (res->status != 204 && res->status != 304) {
         buf_printf(o, "Content-Length: %zu\r\n", res->body.len);
+    }
     buf_printf(o, "X-Request-ID: %s\r\n", req->request_id);
     buf_puts(o, "X-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n"
                 "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
@@ -536,7 +725,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
          * on_written closes once they are done */
         return;
     }
-    if (n == 0 || c->lingering)
+    if (n == 0 || c->lingering || c->streaming)
         return; /* nothing, or discarded */
     if (b->base == c->lp->rbuf)
         buf_append(&c->in, b->base, (size_t)n);
@@ -583,6 +772,7 @@ static void conn_close(conn_t *c)
     if (c->next)
         c->next->prev = c->prev;
     lp->nconns--;
+    stream_unlink(c);
     atomic_fetch_sub(&total_conns, 1);
     metrics_connections_add(-1);
     if (c->work_pending) {
@@ -676,6 +866,7 @@ static void on_stop(uv_async_t *a)
     lp->stopping = true;
     uv_close((uv_handle_t *)&lp->listener, NULL);
     uv_close((uv_handle_t *)&lp->stop, NULL);
+    uv_close((uv_handle_t *)&lp->events, NULL);
     lp->stop_started = uv_now(&lp->loop);
     drain_tick(&lp->deadline);
     if (!uv_is_closing((uv_handle_t *)&lp->deadline))
@@ -765,6 +956,9 @@ bool server_run(const config_t *config, err_t *e)
         lp->stop.data = lp;
         uv_timer_init(&lp->loop, &lp->deadline);
         lp->deadline.data = lp;
+        uv_async_init(&lp->loop, &lp->events, on_events);
+        lp->events.data = lp;
+        pthread_mutex_init(&lp->ev_mu, NULL);
         int rc = uv_listen((uv_stream_t *)&lp->listener, 4096, on_connection);
         if (rc != 0)
             return err_set(e, ERR_UNAVAILABLE, "listen: %s", uv_strerror(rc));
@@ -775,6 +969,10 @@ bool server_run(const config_t *config, err_t *e)
              cfg->workers);
     log_line(LOG_INFO, NULL, "listening", fields);
 
+    pthread_mutex_lock(&hub_mu);
+    hub_loops = loops;
+    hub_n = n;
+    pthread_mutex_unlock(&hub_mu);
     for (int i = 0; i < n; i++)
         pthread_create(&loops[i].thread, NULL, loop_main, &loops[i]);
 
@@ -789,10 +987,23 @@ bool server_run(const config_t *config, err_t *e)
     uv_run(&main_loop, UV_RUN_DEFAULT);
     log_line(LOG_INFO, NULL, "shutting down: no new connections, finishing requests in flight", NULL);
 
+    pthread_mutex_lock(&hub_mu); /* no more events: their async handles close with the loops */
+    hub_loops = NULL;
+    hub_n = 0;
+    pthread_mutex_unlock(&hub_mu);
     for (int i = 0; i < n; i++)
         uv_async_send(&loops[i].stop);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         pthread_join(loops[i].thread, NULL);
+        loop_ctx_t *lp = &loops[i];
+        for (ev_item_t *ev = lp->ev_head, *next; ev; ev = next) {
+            next = ev->next;
+            free(ev);
+        }
+        for (int k = 0; k < EV_RING; k++)
+            free(lp->ring[k]);
+        pthread_mutex_destroy(&lp->ev_mu);
+    }
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
     uv_run(&main_loop, UV_RUN_DEFAULT);

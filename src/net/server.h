@@ -12,4 +12,10 @@
  * cfg->shutdown_timeout_ms, and returns. false when it cannot listen. */
 bool server_run(const config_t *cfg, err_t *e);
 
+/* Hands an event to every open event stream of `channel` on every loop (a stream of "jobs" takes
+ * every "job:*" channel). `frame` is the text written to the stream as it is; `id` (> 0) lets a
+ * stream drop an event it has already had (relays may publish one twice). Any thread; a no-op
+ * when the server is not running. */
+void server_publish(const char *channel, int64_t id, const char *frame, size_t len);
+
 #endif

@@ -1,0 +1,392 @@
+/* events: live events from the transactional outbox to event-stream clients.
+ *
+ * Changes write their events into `outbox_events` in their own transactions (store.h's
+ * store_event_write: property changes, job state changes and progress), so an event exists if and
+ * only if its change committed. The relay (a thread of `serve`) reads unpublished rows in id order,
+ * publishes each and then marks them published, in one transaction; a relay that dies in between
+ * publishes them again, and streams drop what they have seen by event id. Publishing means: with
+ * Redis, PUBLISH on hearth:ev:SPACE (and XADD to the stream hearth:events:SPACE), which every
+ * instance's subscription hands to its own streams; without Redis, straight to this process's
+ * streams (server_publish). The relay also prunes: published events after a day, finished jobs and
+ * their uploads after a week.
+ *
+ * GET /api/events?channel= streams them (text/event-stream): property:ID to anyone, job:ID to the
+ * job's creator and admins, jobs (every job) to admins; Last-Event-ID (the header, or
+ * ?last_event_id=) replays what was published after it from the outbox table first. */
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../base/log.h"
+#include "../base/util.h"
+#include "../domain/token.h"
+#include "../infra/redis.h"
+#include "../net/server.h"
+#include "app.h"
+
+#define RELAY_BATCH 100
+#define RELAY_POLL_MS 50          /* without NOTIFY (SQLite) */
+#define RELAY_IDLE_MS 1000        /* with NOTIFY: a safety net */
+#define RELAY_RETRY_MS 1000       /* after a failed publish */
+#define PRUNE_EVERY_US 60000000LL
+#define EVENTS_KEEP_US (24LL * 3600 * 1000000)
+#define JOBS_KEEP_US (7LL * 24 * 3600 * 1000000)
+#define REPLAY_MAX 1000
+#define STREAM_MAXLEN 100000
+
+static struct {
+    store_t *store;
+    redis_pool_t *redis;
+    char space[17];
+    pthread_t thread;
+    bool running;
+    _Atomic bool stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool woken;
+    struct store_listener *listener;
+    redis_sub_t *sub;
+} relay = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+/* The event as clients see it (seed 002's WSEvent) and its event-stream frame. */
+static void event_json(buf_t *out, int64_t id, const char *type, const char *channel, const char *data, int64_t at_us)
+{
+    jw_t w;
+    jw_init(&w, out);
+    jw_obj_begin(&w);
+    jw_kint(&w, "id", id);
+    jw_kstr(&w, "type", type);
+    jw_kstr(&w, "channel", channel);
+    jw_key(&w, "data");
+    jw_raw(&w, data, strlen(data)); /* written by hearth as a JSON object */
+    jw_key(&w, "timestamp");
+    jw_time(&w, at_us);
+    jw_obj_end(&w);
+}
+
+static void frame_of(buf_t *out, int64_t id, const char *type, const char *json, size_t len)
+{
+    buf_printf(out, "id: %lld\nevent: %s\ndata: ", (long long)id, type);
+    buf_append(out, json, len);
+    buf_puts(out, "\n\n");
+}
+
+static void publish_local(int64_t id, const char *type, const char *channel, const char *json, size_t len)
+{
+    buf_t f;
+    buf_init(&f);
+    frame_of(&f, id, type, json, len);
+    server_publish(channel, id, f.data, f.len);
+    buf_free(&f);
+}
+
+/* Redis: every instance's subscription hands what any relay published to its own streams. */
+static void sub_message(void *arg, const char *msg, size_t len)
+{
+    (void)arg;
+    json_t *j = json_loadb(msg, len, 0, NULL);
+    const char *type = json_string_value(json_object_get(j, "type")), *channel = json_string_value(json_object_get(j, "channel"));
+    json_int_t id = json_integer_value(json_object_get(j, "id"));
+    if (type && channel && id > 0)
+        publish_local(id, type, channel, msg, len);
+    json_decref(j);
+}
+
+static void sub_noop(void *arg) { (void)arg; }
+static void sub_up(void *arg, bool again) { (void)arg, (void)again; }
+
+static bool publish(int64_t id, const char *type, const char *channel, const char *data, int64_t at_us)
+{
+    buf_t j;
+    buf_init(&j);
+    event_json(&j, id, type, channel, data, at_us);
+    bool ok = true;
+    if (relay.redis) {
+        redisReply *r = redis_cmd(relay.redis, "PUBLISH hearth:ev:%s %b", relay.space, j.data, j.len);
+        ok = r != NULL;
+        if (r)
+            freeReplyObject(r);
+        if (ok && (r = redis_cmd(relay.redis, "XADD hearth:events:%s MAXLEN ~ %d * event %b", relay.space, STREAM_MAXLEN,
+                                 j.data, j.len)))
+            freeReplyObject(r);
+    } else {
+        publish_local(id, type, channel, j.data, j.len);
+    }
+    buf_free(&j);
+    return ok;
+}
+
+static bool is_postgres(store_conn_t *c) { return strcmp(c->store->ops->name, "postgres") == 0; }
+
+/* One batch: publish the oldest unpublished events, then mark them. Returns how many, -1 on error. */
+static int relay_batch(void)
+{
+    store_t *s = relay.store;
+    err_t e;
+    err_clear(&e);
+    store_conn_t *c = s->ops->acquire(s, 5000, &e);
+    if (!c)
+        return -1;
+    arena_t a;
+    arena_init(&a);
+    int n = -1;
+    store_rows_t r;
+    if (s->ops->begin(c, &e) &&
+        s->ops->query(c,
+                      is_postgres(c) ? "SELECT id, channel, type, data, created_at FROM outbox_events WHERE published_at IS NULL"
+                                       " ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED"
+                                     : "SELECT id, channel, type, data, created_at FROM outbox_events WHERE published_at IS NULL"
+                                       " ORDER BY id LIMIT 100",
+                      0, NULL, &a, &r, &e)) {
+        int published = 0;
+        for (; published < r.nrows; published++) {
+            const char *id = store_cell(&r, published, 0);
+            if (!publish(strtoll(id, NULL, 10), store_cell(&r, published, 2), store_cell(&r, published, 1),
+                         store_cell(&r, published, 3), strtoll(store_cell(&r, published, 4), NULL, 10)))
+                break;
+        }
+        bool ok = true;
+        if (published > 0) {
+            const char *v[] = {arena_printf(&a, "%lld", (long long)time_now_us()), store_cell(&r, 0, 0),
+                               store_cell(&r, published - 1, 0)};
+            store_rows_t u;
+            ok = s->ops->query(c,
+                               "UPDATE outbox_events SET published_at = CAST($1 AS BIGINT) WHERE published_at IS NULL"
+                               " AND id >= CAST($2 AS BIGINT) AND id <= CAST($3 AS BIGINT)",
+                               3, v, &a, &u, &e);
+        }
+        ok = s->ops->end(c, ok, &e) && ok;
+        n = ok && published == r.nrows ? published : -1;
+    } else {
+        err_t ignore;
+        err_clear(&ignore);
+        s->ops->end(c, false, &ignore);
+    }
+    arena_free(&a);
+    s->ops->release(s, c);
+    return n;
+}
+
+static void prune(void)
+{
+    store_t *s = relay.store;
+    err_t e;
+    err_clear(&e);
+    store_conn_t *c = s->ops->acquire(s, 5000, &e);
+    if (!c)
+        return;
+    arena_t a;
+    arena_init(&a);
+    int64_t now = time_now_us();
+    const char *v1[] = {arena_printf(&a, "%lld", (long long)(now - EVENTS_KEEP_US))};
+    const char *v2[] = {arena_printf(&a, "%lld", (long long)(now - JOBS_KEEP_US))};
+    store_rows_t r;
+    bool ok = s->ops->query(c, "DELETE FROM outbox_events WHERE published_at IS NOT NULL AND published_at < CAST($1 AS BIGINT)",
+                            1, v1, &a, &r, &e) &&
+              s->ops->query(c, "DELETE FROM uploads WHERE created_at < CAST($1 AS BIGINT)", 1, v2, &a, &r, &e) &&
+              s->ops->query(c,
+                            "DELETE FROM jobs WHERE status IN ('succeeded', 'dead', 'cancelled') AND finished_at < CAST($1 AS BIGINT)",
+                            1, v2, &a, &r, &e);
+    if (!ok)
+        log_warn("relay: pruning failed: %s", e.message);
+    arena_free(&a);
+    s->ops->release(s, c);
+}
+
+static void relay_wake(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&relay.mu);
+    relay.woken = true;
+    pthread_cond_signal(&relay.cv);
+    pthread_mutex_unlock(&relay.mu);
+}
+
+static void relay_wait(int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&relay.mu);
+    while (!relay.woken && !atomic_load(&relay.stop))
+        if (pthread_cond_timedwait(&relay.cv, &relay.mu, &until) != 0)
+            break;
+    relay.woken = false;
+    pthread_mutex_unlock(&relay.mu);
+}
+
+static void *relay_main(void *arg)
+{
+    (void)arg;
+    int64_t last_prune = 0;
+    bool failing = false;
+    while (!atomic_load(&relay.stop)) {
+        int n = relay_batch();
+        if (n < 0) {
+            if (!failing)
+                log_warn("relay: publishing outbox events failed; retrying every %d ms", RELAY_RETRY_MS);
+            failing = true;
+            relay_wait(RELAY_RETRY_MS);
+            continue;
+        }
+        if (failing)
+            log_info("relay: publishing again");
+        failing = false;
+        if (time_now_us() - last_prune > PRUNE_EVERY_US) {
+            prune();
+            last_prune = time_now_us();
+        }
+        if (n < RELAY_BATCH)
+            relay_wait(relay.listener ? RELAY_IDLE_MS : RELAY_POLL_MS);
+    }
+    return NULL;
+}
+
+bool events_start(store_t *s, redis_pool_t *redis, const char *database_url, err_t *e)
+{
+    relay.store = s;
+    relay.redis = redis;
+    redis_keyspace(database_url, relay.space);
+    atomic_store(&relay.stop, false);
+    if (s->ops->listen)
+        relay.listener = s->ops->listen(s, STORE_OUTBOX_CHANNEL, relay_wake, NULL, e);
+    if (redis) {
+        char channel[64];
+        snprintf(channel, sizeof channel, "hearth:ev:%s", relay.space);
+        relay.sub = redis_subscribe(redis, channel,
+                                    &(redis_sub_handler_t){.up = sub_up, .down = sub_noop, .message = sub_message, .tick = sub_noop});
+    }
+    if (pthread_create(&relay.thread, NULL, relay_main, NULL) != 0)
+        return err_set(e, ERR_INTERNAL, "could not start the outbox relay");
+    relay.running = true;
+    return true;
+}
+
+void events_stop(void)
+{
+    if (!relay.running)
+        return;
+    atomic_store(&relay.stop, true);
+    relay_wake(NULL);
+    pthread_join(relay.thread, NULL);
+    relay.running = false;
+    if (relay.listener)
+        relay.store->ops->unlisten(relay.listener);
+    relay.listener = NULL;
+    redis_sub_stop(relay.sub);
+    relay.sub = NULL;
+}
+
+/* GET /api/events ------------------------------------------------------------------------------- */
+
+/* A channel a client may name: property:ID, job:ID or jobs. */
+static bool channel_parse(const char *ch, char *kind, int64_t *id)
+{
+    if (strcmp(ch, "jobs") == 0) {
+        *kind = 'J';
+        return true;
+    }
+    const char *colon = strchr(ch, ':');
+    if (!colon || !parse_i64(colon + 1, id) || *id <= 0)
+        return false;
+    size_t n = (size_t)(colon - ch);
+    if (n == 8 && memcmp(ch, "property", 8) == 0)
+        *kind = 'p';
+    else if (n == 3 && memcmp(ch, "job", 3) == 0)
+        *kind = 'j';
+    else
+        return false;
+    return true;
+}
+
+void events_stream(http_request_t *req, http_response_t *res)
+{
+    err_t e;
+    err_clear(&e);
+    http_query_t q;
+    if (!http_query_parse(req, &q, &e)) {
+        http_res_error(req, res, &e);
+        return;
+    }
+    const char *channel = http_query_get(&q, "channel"), *token = http_query_get(&q, "access_token"),
+               *last = http_header(req, "Last-Event-ID");
+    if (!last)
+        last = http_query_get(&q, "last_event_id");
+    char kind = 0;
+    int64_t id = 0, last_id = 0;
+    if (!channel || !*channel)
+        err_field(&e, "channel", "is required: property:ID, job:ID or jobs");
+    else if (strlen(channel) > 100 || !channel_parse(channel, &kind, &id))
+        err_field(&e, "channel", "must be property:ID, job:ID or jobs");
+    if (last && *last && (!parse_i64(last, &last_id) || last_id < 0))
+        err_set(&e, ERR_BAD_REQUEST, "Last-Event-ID must be an event id (a non-negative integer)");
+    if (token && *token && !req->auth_present) { /* browsers cannot set headers on EventSource */
+        token_claims_t claims;
+        if (!token_verify(token, strlen(token), time_now_us() / 1000000, req->arena, &claims, &e)) {
+            http_res_error(req, res, &e);
+            http_res_header(res, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+            return;
+        }
+        req->auth_present = true;
+        req->auth_user_id = claims.user_id;
+        req->auth_session_id = claims.session_id;
+    }
+    if (e.code != ERR_NONE && e.code != ERR_VALIDATION) {
+        http_res_error(req, res, &e);
+        return;
+    }
+    store_conn_t *c = app_store(req, res);
+    if (!c)
+        return;
+    actor_t actor;
+    int roles = kind == 'J' ? ROLE_ADMIN : kind == 'j' ? ROLE_ANY : 0;
+    if (!auth_actor(req, res, c, roles, &actor)) {
+        app_store_done(c);
+        return;
+    }
+    job_t job;
+    if (e.code == ERR_NONE && kind == 'j' && queue_get(c, id, req->arena, &job, &e) && actor.user.role != ROLE_ADMIN &&
+        job.created_by != actor.user.id)
+        err_set(&e, ERR_FORBIDDEN, "only the job's creator or an admin may follow it");
+    store_rows_t r = {0};
+    if (e.code == ERR_NONE && last_id > 0) { /* what was published after Last-Event-ID */
+        const char *v[] = {channel, arena_printf(req->arena, "%lld", (long long)last_id),
+                           arena_printf(req->arena, "%d", REPLAY_MAX)};
+        c->store->ops->query(c,
+                             "SELECT id, channel, type, data, created_at FROM outbox_events WHERE published_at IS NOT NULL"
+                             " AND id > CAST($2 AS BIGINT) AND (channel = $1 OR ($1 = 'jobs' AND channel LIKE 'job:%'))"
+                             " ORDER BY id LIMIT CAST($3 AS BIGINT)",
+                             3, v, req->arena, &r, &e);
+    }
+    app_store_done(c);
+    if (e.code != ERR_NONE) {
+        http_res_error(req, res, &e);
+        return;
+    }
+    res->status = 200;
+    res->content_type = "text/event-stream";
+    http_res_header(res, "Cache-Control", "no-cache");
+    http_res_header(res, "X-Accel-Buffering", "no");
+    buf_puts(&res->body, "retry: 2000\n\n");
+    int64_t high = last_id;
+    for (int i = 0; i < r.nrows; i++) {
+        int64_t eid = strtoll(store_cell(&r, i, 0), NULL, 10);
+        buf_t j;
+        buf_init(&j);
+        event_json(&j, eid, store_cell(&r, i, 2), store_cell(&r, i, 1), store_cell(&r, i, 3),
+                   strtoll(store_cell(&r, i, 4), NULL, 10));
+        frame_of(&res->body, eid, store_cell(&r, i, 2), j.data, j.len);
+        buf_free(&j);
+        high = eid;
+    }
+    res->stream = true;
+    res->stream_channel = arena_strdup(req->arena, channel);
+    res->stream_last_id = high;
+}
