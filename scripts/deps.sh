@@ -21,6 +21,7 @@ TEST_PKGS=(
 BENCH_PKGS=(
   wrk nginx-light procps
   python3-fastapi python3-uvicorn python3-psycopg2   # bench/peer_fastapi
+  python3-celery python3-redis                       # bench/peer_celery (Celery's Redis transport needs python3-redis)
 )
 
 want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}")

@@ -282,8 +282,10 @@ void jobs_create(http_request_t *req, http_response_t *res)
     spec.idempotency_key = key && e.code == ERR_NONE ? arena_printf(req->arena, "api:%s", key) : NULL;
     job_t j;
     bool existed = false;
+    store_audit_t audit = auth_audit_entry(req, &actor, "job.create", "job", NULL);
+    audit.resource_ref = &j.id;
     bool ok = e.code == ERR_NONE && c->store->ops->begin(c, &e) &&
-              tx(c, queue_enqueue(c, &spec, req->arena, &j, &existed, &e), &e);
+              tx(c, queue_enqueue(c, &spec, req->arena, &j, &existed, &e) && (existed || account_audit(c, &audit, &e)), &e);
     app_store_done(c);
     if (!ok) {
         http_res_error(req, res, &e);

@@ -76,6 +76,8 @@ int cmd_worker(int argc, char **argv)
         err_clear(&re);
         if ((redis = redis_open(cfg->redis_url, 2, 250, &re)))
             respcache_setup(NULL, NULL, 0, redis, cfg->database_url);
+        else
+            log_warn("worker: REDIS_URL: %s; imports will not clear the response caches", re.message);
     }
     jobs_register(cfg->data_dir, cfg->test_jobs, redis ? listings_changed : NULL);
     wc.lease_ms = cfg->job_lease_ms;

@@ -90,7 +90,9 @@ static job_outcome_t job_import(job_ctx_t *ctx, const job_t *job, buf_t *result,
         import_report_t *rep = malloc(sizeof *rep);
         if (!import_run(s, data, len, format, source && *source ? source : NULL, owner, &progress, rep, &e)) {
             snprintf(error, errlen, "%s", e.message);
-            out = job_should_stop(ctx) ? JOB_RELEASE : e.code == ERR_UNAVAILABLE ? JOB_RETRY : JOB_FAIL;
+            out = job_should_stop(ctx)                                    ? JOB_RELEASE
+                  : e.code == ERR_UNAVAILABLE || e.code == ERR_CONFLICT ? JOB_RETRY /* busy, or raced: again */
+                                                                        : JOB_FAIL;
         } else {
             jw_t w;
             jw_init(&w, result);

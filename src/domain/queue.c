@@ -143,6 +143,10 @@ bool queue_claim(store_conn_t *c, const char *const *queues, int nqueues, const 
 {
     *got = false;
     int64_t now = time_now_us();
+    if (!queues || nqueues <= 0) { /* every queue */
+        queues = queue_names;
+        nqueues = QUEUE_NAMES;
+    }
     const char *v[] = {holder,
                        num(a, now + (int64_t)lease_ms * 1000),
                        num(a, now),

@@ -47,7 +47,8 @@ bool queue_get(store_conn_t *c, int64_t id, arena_t *a, job_t *out, err_t *e);
 /* The job made with this idempotency key; *found false when there is none. */
 bool queue_by_key(store_conn_t *c, const char *key, arena_t *a, job_t *out, bool *found, err_t *e);
 
-/* Claims the next runnable job of `queues` for `holder` for lease_ms; *got false when there is none. */
+/* Claims the next runnable job of `queues` (NULL: all) for `holder` for lease_ms; *got false when
+ * there is none. */
 bool queue_claim(store_conn_t *c, const char *const *queues, int nqueues, const char *holder, int lease_ms,
                  arena_t *a, job_t *out, bool *got, err_t *e);
 /* When the next job of `queues` becomes runnable without anyone enqueueing (a delayed job, a

@@ -236,7 +236,7 @@ static void run_job(worker_pool_t *w, slot_t *slot, const job_t *job)
     buf_free(&result);
 }
 
-#define LISTEN_MAX_SLEEP_MS 30000 /* with NOTIFY: a safety net, not a poll */
+#define LISTEN_MAX_SLEEP_MS 5000 /* with NOTIFY: a safety net (a LISTEN connection being re-made) */
 
 /* How long an idle runner sleeps: the poll interval, or with NOTIFY wake-ups until the next job
  * falls due by the clock (a delayed job, a retry, an expired lease). */
@@ -298,6 +298,13 @@ static void *runner_main(void *arg)
         if (!in_tx(w->store, do_claim, &a, &e)) {
             log_warn("worker: claiming a job failed: %s", e.message);
             wait_for_work(w, seen, &arena);
+        } else if (a.got && job.attempts > job.max_attempts) {
+            /* taken over after its lease expired once too often: its runners keep dying on it */
+            finish_arg_t f = {.job = &job, .holder = slot->holder, .outcome = JOB_FAIL,
+                              .error = "its runner stopped (lease expired) on every attempt"};
+            err_clear(&e);
+            if (in_tx(w->store, do_finish, &f, &e))
+                atomic_fetch_add(&n_dead, 1);
         } else if (a.got) {
             pthread_mutex_lock(&w->mu);
             slot->job_id = job.id;

@@ -46,7 +46,8 @@ store_t *job_store(job_ctx_t *ctx);
 typedef struct worker_pool worker_pool_t;
 
 typedef struct worker_config {
-    const char *queues[QUEUE_NAMES]; /* in the order given; NULL-terminated when fewer */
+    const char *queues[QUEUE_NAMES]; /* the queues to take jobs from (always high before default
+                                      * before low); NULL-terminated when fewer */
     int concurrency;
     int lease_ms;   /* 0: 30000 */
     int poll_ms;    /* 0: 250 */

@@ -112,6 +112,22 @@ def base_env(data_dir, extra=None):
     return env
 
 
+def sql(server, statement):
+    """Runs one SQL statement on the server's database (SQLite file, or PostgreSQL with psql)."""
+    url = base_env(server.data_dir, server.extra_env).get("DATABASE_URL", "")
+    if url.startswith("postgres"):
+        subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", statement], check=True,
+                       stdout=subprocess.DEVNULL)
+        return
+    import sqlite3
+    db = sqlite3.connect(os.path.join(server.data_dir, "hearth.db"), timeout=10)
+    try:
+        db.execute(statement)
+        db.commit()
+    finally:
+        db.close()
+
+
 def run_cli(args, data_dir, extra_env=None, timeout=60, stdin=None):
     """Runs `hearth ARGS` to completion; returns CompletedProcess with text stdout/stderr."""
     return subprocess.run([BIN] + list(args), env=base_env(data_dir, extra_env),

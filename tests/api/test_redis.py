@@ -12,6 +12,7 @@ from harness import OwnServicesTestCase, services
 class RedisCacheTest(OwnServicesTestCase):
     INSTANCES = 2
     IMPORT = "ames_small.csv"
+    ENV = {"HEARTH_TEST_JOBS": "1", "HEARTH_JOB_WORKERS": "0"}
 
     def wait_redis(self, server):
         deadline = time.monotonic() + 15
@@ -67,6 +68,31 @@ class RedisCacheTest(OwnServicesTestCase):
             self.wait_redis(s)
         self.assertEqual(b.request("GET", "/api/properties/4").json["title"], "Written while Redis was down")
         self.assertEqual(a.request("GET", "/api/properties/4").json["title"], "Written while Redis was down")
+
+
+    def test_job_progress_reaches_another_instance_through_redis(self):
+        from test_events import SSE, done
+        from test_jobs import Worker
+        a, b = self.servers
+        for s in (a, b):
+            self.wait_redis(s)
+        token = a.admin_token()
+        sse = SSE(b, "jobs", token)  # a client of instance b
+        worker = Worker(a, args=["--concurrency", "1"])  # a worker process of its own
+        try:
+            r = a.request("POST", "/api/jobs", body={"type": "test.sleep", "payload": {"sleep_ms": 800}}, token=token)
+            self.assertEqual(r.status, 202, r)
+            jid = r.json["id"]
+            evs = [e for e in sse.until(done(jid)) if e[2]["data"]["id"] == jid]
+        finally:
+            sse.close()
+            worker.stop()
+        types = [t for _, t, _ in evs]
+        self.assertEqual(types[:2], ["job_queued", "job_started"], types)
+        self.assertEqual(types[-1], "job_complete")
+        self.assertIn("progress", types)
+        ids = [i for i, _, _ in evs]
+        self.assertEqual(ids, sorted(set(ids)), "in order, each once (both instances' relays publish)")
 
 
 if __name__ == "__main__":

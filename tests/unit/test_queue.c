@@ -1,0 +1,175 @@
+/* test_queue: the job queue and the outbox on a temporary SQLite store, below the HTTP layer:
+ * an event written in a transaction that rolls back leaves nothing to publish; a job enqueued in a
+ * rolled-back transaction never runs; a claim takes the lease exactly once, in queue order; a job
+ * whose lease was lost cannot be finished by its old holder; failures back off and end dead. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "base/util.h"
+#include "domain/queue.h"
+#include "infra/store.h"
+
+typedef struct fixture {
+    char dir[64], path[128];
+    store_t *s;
+    store_conn_t *c;
+    arena_t a;
+} fixture_t;
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/hearth-test-queue-XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    snprintf(f->path, sizeof f->path, "%s/db.sqlite", f->dir);
+    err_t e;
+    err_clear(&e);
+    if (!(f->s = store_sqlite_open(f->path, 2, &e)) || f->s->ops->migrate(f->s, &e) < 0 ||
+        !(f->c = f->s->ops->acquire(f->s, 1000, &e))) {
+        fprintf(stderr, "store: %s\n", e.message);
+        return -1;
+    }
+    arena_init(&f->a);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    f->s->ops->release(f->s, f->c);
+    f->s->ops->close(f->s);
+    arena_free(&f->a);
+    char p[160];
+    const char *suffixes[] = {"", "-wal", "-shm", "-journal"};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s%s", f->path, suffixes[i]);
+        unlink(p);
+    }
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static int64_t count(fixture_t *f, const char *sql)
+{
+    err_t e;
+    err_clear(&e);
+    store_rows_t r;
+    assert_true(f->s->ops->query(f->c, sql, 0, NULL, &f->a, &r, &e));
+    return strtoll(store_cell(&r, 0, 0), NULL, 10);
+}
+
+static void rolled_back_event_is_not_there(void **state)
+{
+    fixture_t *f = *state;
+    err_t e;
+    err_clear(&e);
+    store_event_t ev = {.channel = "property:1", .type = "property_updated", .data = "{\"id\":1}"};
+    assert_true(f->s->ops->begin(f->c, &e));
+    assert_true(store_event_write(f->c, &ev, &e));
+    assert_true(f->s->ops->end(f->c, false, &e)); /* rolled back */
+    assert_int_equal(count(f, "SELECT count(*) FROM outbox_events"), 0);
+    assert_true(f->s->ops->begin(f->c, &e));
+    assert_true(store_event_write(f->c, &ev, &e));
+    assert_true(f->s->ops->end(f->c, true, &e));
+    assert_int_equal(count(f, "SELECT count(*) FROM outbox_events WHERE published_at IS NULL"), 1);
+}
+
+static void rolled_back_job_never_runs(void **state)
+{
+    fixture_t *f = *state;
+    err_t e;
+    err_clear(&e);
+    job_t j;
+    bool existed, got;
+    job_spec_t spec = {.type = "noop"};
+    assert_true(f->s->ops->begin(f->c, &e));
+    assert_true(queue_enqueue(f->c, &spec, &f->a, &j, &existed, &e));
+    assert_true(f->s->ops->end(f->c, false, &e));
+    assert_true(queue_claim(f->c, NULL, 0, "w1", 30000, &f->a, &j, &got, &e));
+    assert_false(got);
+    assert_int_equal(count(f, "SELECT count(*) FROM jobs"), 0);
+    assert_int_equal(count(f, "SELECT count(*) FROM outbox_events"), 0); /* nor its job_queued event */
+}
+
+static void claims_follow_queue_order_and_leases(void **state)
+{
+    fixture_t *f = *state;
+    err_t e;
+    err_clear(&e);
+    job_t low, high, j;
+    bool existed, got;
+    const char *all[] = {"high", "default", "low"};
+    assert_true(queue_enqueue(f->c, &(job_spec_t){.type = "noop", .queue = "low"}, &f->a, &low, &existed, &e));
+    assert_true(queue_enqueue(f->c, &(job_spec_t){.type = "noop", .queue = "high"}, &f->a, &high, &existed, &e));
+    assert_true(queue_claim(f->c, all, 3, "w1", 30000, &f->a, &j, &got, &e));
+    assert_true(got);
+    assert_int_equal(j.id, high.id); /* high before low, whatever the order of arrival */
+    assert_int_equal(j.attempts, 1);
+    assert_true(queue_claim(f->c, all, 3, "w2", 30000, &f->a, &j, &got, &e));
+    assert_int_equal(j.id, low.id);
+    assert_true(queue_claim(f->c, all, 3, "w3", 30000, &f->a, &j, &got, &e));
+    assert_false(got); /* both leased */
+    /* w1's lease is taken over once it has expired: then w1 can no longer finish the job */
+    assert_true(queue_claim(f->c, all, 3, "w4", -1, &f->a, &j, &got, &e)); /* nothing: leases still live */
+    assert_false(got);
+    err_clear(&e);
+    assert_true(queue_heartbeat(f->c, high.id, "w1", -1000, &e)); /* make w1's lease expire */
+    assert_true(queue_claim(f->c, all, 3, "w5", 30000, &f->a, &j, &got, &e));
+    assert_true(got);
+    assert_int_equal(j.id, high.id);
+    assert_int_equal(j.attempts, 2);
+    assert_false(queue_succeed(f->c, high.id, "w1", "{}", &e));
+    assert_int_equal(e.code, ERR_CONFLICT);
+    err_clear(&e);
+    assert_true(queue_succeed(f->c, high.id, "w5", "{}", &e));
+}
+
+static void failures_back_off_then_die(void **state)
+{
+    fixture_t *f = *state;
+    err_t e;
+    err_clear(&e);
+    job_t j;
+    bool existed, got;
+    assert_true(queue_enqueue(f->c, &(job_spec_t){.type = "noop", .max_attempts = 2}, &f->a, &j, &existed, &e));
+    assert_true(queue_claim(f->c, NULL, 0, "w1", 30000, &f->a, &j, &got, &e));
+    int64_t before = time_now_us(), retry_at = 0;
+    assert_true(queue_fail(f->c, &j, "w1", "boom", false, &retry_at, &e));
+    assert_true(retry_at >= before && retry_at <= before + 1000000 + 100000); /* full jitter in [0, 1 s] */
+    job_t now;
+    assert_true(queue_get(f->c, j.id, &f->a, &now, &e));
+    assert_string_equal(now.status, "failed");
+    assert_int_equal(now.run_at, retry_at);
+    while (time_now_us() < retry_at)
+        usleep(10000);
+    assert_true(queue_claim(f->c, NULL, 0, "w1", 30000, &f->a, &j, &got, &e));
+    assert_true(got);
+    assert_int_equal(j.attempts, 2);
+    assert_true(queue_fail(f->c, &j, "w1", "boom again", false, &retry_at, &e));
+    assert_int_equal(retry_at, 0);
+    assert_true(queue_get(f->c, j.id, &f->a, &now, &e));
+    assert_string_equal(now.status, "dead");
+    assert_string_equal(now.error, "boom again");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(rolled_back_event_is_not_there, setup, teardown),
+        cmocka_unit_test_setup_teardown(rolled_back_job_never_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(claims_follow_queue_order_and_leases, setup, teardown),
+        cmocka_unit_test_setup_teardown(failures_back_off_then_die, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
