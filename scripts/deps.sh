@@ -8,7 +8,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 BUILD_PKGS=(
   gcc make cmake pkg-config
-  libuv1-dev node-llhttp libjansson-dev libsqlite3-dev libsodium-dev libjwt-dev
+  libuv1-dev node-llhttp libjansson-dev libsqlite3-dev libsodium-dev libjwt-dev libwslay-dev libssl-dev
 )
 TEST_PKGS=(
   libcmocka-dev python3 clang libclang-rt-14-dev curl

@@ -55,6 +55,7 @@ void jobs_create(http_request_t *req, http_response_t *res);
 void jobs_retry(http_request_t *req, http_response_t *res);
 void jobs_cancel(http_request_t *req, http_response_t *res);
 void events_stream(http_request_t *req, http_response_t *res);
+void ws_upgrade(http_request_t *req, http_response_t *res);
 
 /* The outbox relay and, with Redis, the subscription that feeds this instance's event streams
  * (events.c); started by serve, stopped after the server. */

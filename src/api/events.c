@@ -14,6 +14,8 @@
  * job's creator and admins, jobs (every job) to admins; Last-Event-ID (the header, or
  * ?last_event_id=) replays what was published after it from the outbox table first. */
 #include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -75,38 +77,41 @@ static void frame_of(buf_t *out, int64_t id, const char *type, const char *json,
     buf_puts(out, "\n\n");
 }
 
-static void publish_local(int64_t id, const char *type, const char *channel, const char *json, size_t len)
-{
-    buf_t f;
-    buf_init(&f);
-    frame_of(&f, id, type, json, len);
-    server_publish(channel, id, f.data, f.len);
-    buf_free(&f);
-}
-
-/* Redis: every instance's subscription hands what any relay published to its own streams. */
+/* Redis: every instance's subscription hands what any relay published to its own streams. A
+ * message is "OWNER_ID\n" and the event document. */
 static void sub_message(void *arg, const char *msg, size_t len)
 {
     (void)arg;
-    json_t *j = json_loadb(msg, len, 0, NULL);
+    const char *nl = memchr(msg, '\n', len);
+    if (!nl)
+        return;
+    int64_t owner = strtoll(msg, NULL, 10);
+    const char *doc = nl + 1;
+    size_t n = len - (size_t)(doc - msg);
+    json_t *j = json_loadb(doc, n, 0, NULL);
     const char *type = json_string_value(json_object_get(j, "type")), *channel = json_string_value(json_object_get(j, "channel"));
     json_int_t id = json_integer_value(json_object_get(j, "id"));
     if (type && channel && id > 0)
-        publish_local(id, type, channel, msg, len);
+        server_publish(channel, id, type, doc, n, owner);
     json_decref(j);
 }
 
 static void sub_noop(void *arg) { (void)arg; }
 static void sub_up(void *arg, bool again) { (void)arg, (void)again; }
 
-static bool publish(int64_t id, const char *type, const char *channel, const char *data, int64_t at_us)
+static bool publish(int64_t id, const char *type, const char *channel, const char *data, int64_t at_us, int64_t owner)
 {
     buf_t j;
     buf_init(&j);
     event_json(&j, id, type, channel, data, at_us);
     bool ok = true;
     if (relay.redis) {
-        redisReply *r = redis_cmd(relay.redis, "PUBLISH hearth:ev:%s %b", relay.space, j.data, j.len);
+        buf_t m;
+        buf_init(&m);
+        buf_printf(&m, "%lld\n", (long long)owner);
+        buf_append(&m, j.data, j.len);
+        redisReply *r = redis_cmd(relay.redis, "PUBLISH hearth:ev:%s %b", relay.space, m.data, m.len);
+        buf_free(&m);
         ok = r != NULL;
         if (r)
             freeReplyObject(r);
@@ -114,7 +119,7 @@ static bool publish(int64_t id, const char *type, const char *channel, const cha
                                  j.data, j.len)))
             freeReplyObject(r);
     } else {
-        publish_local(id, type, channel, j.data, j.len);
+        server_publish(channel, id, type, j.data, j.len, owner);
     }
     buf_free(&j);
     return ok;
@@ -134,19 +139,37 @@ static int relay_batch(void)
     arena_t a;
     arena_init(&a);
     int n = -1;
-    store_rows_t r;
-    if (s->ops->begin(c, &e) &&
+    store_rows_t r, lock;
+    /* one relay at a time, so events go out in id order: on PostgreSQL a transaction-scoped
+     * advisory lock (another instance's relay has it: nothing to do now), on SQLite the write lock
+     * BEGIN IMMEDIATE takes */
+    bool mine = true;
+    if (s->ops->begin(c, &e) && is_postgres(c)) {
+        if (!s->ops->query(c, "SELECT pg_try_advisory_xact_lock(7236100302)", 0, NULL, &a, &lock, &e))
+            mine = false, n = -2;
+        else
+            mine = lock.nrows == 1 && store_cell(&lock, 0, 0) && store_cell(&lock, 0, 0)[0] == 't';
+    }
+    if (!mine) {
+        err_t ignore;
+        err_clear(&ignore);
+        s->ops->end(c, false, &ignore);
+        arena_free(&a);
+        s->ops->release(s, c);
+        return n == -2 ? -1 : 0;
+    }
+    if (e.code == ERR_NONE &&
         s->ops->query(c,
-                      is_postgres(c) ? "SELECT id, channel, type, data, created_at FROM outbox_events WHERE published_at IS NULL"
-                                       " ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED"
-                                     : "SELECT id, channel, type, data, created_at FROM outbox_events WHERE published_at IS NULL"
-                                       " ORDER BY id LIMIT 100",
+                      "SELECT id, channel, type, data, created_at, owner_id FROM outbox_events WHERE published_at IS NULL"
+                      " ORDER BY id LIMIT 100",
                       0, NULL, &a, &r, &e)) {
         int published = 0;
         for (; published < r.nrows; published++) {
             const char *id = store_cell(&r, published, 0);
+            const char *owner = store_cell(&r, published, 5);
             if (!publish(strtoll(id, NULL, 10), store_cell(&r, published, 2), store_cell(&r, published, 1),
-                         store_cell(&r, published, 3), strtoll(store_cell(&r, published, 4), NULL, 10)))
+                         store_cell(&r, published, 3), strtoll(store_cell(&r, published, 4), NULL, 10),
+                         owner ? strtoll(owner, NULL, 10) : 0))
                 break;
         }
         bool ok = true;
@@ -284,6 +307,8 @@ void events_stop(void)
     relay.sub = NULL;
 }
 
+static bool query_token(http_request_t *req, http_response_t *res, const http_query_t *q);
+
 /* GET /api/events ------------------------------------------------------------------------------- */
 
 /* A channel a client may name: property:ID, job:ID or jobs. */
@@ -315,8 +340,7 @@ void events_stream(http_request_t *req, http_response_t *res)
         http_res_error(req, res, &e);
         return;
     }
-    const char *channel = http_query_get(&q, "channel"), *token = http_query_get(&q, "access_token"),
-               *last = http_header(req, "Last-Event-ID");
+    const char *channel = http_query_get(&q, "channel"), *last = http_header(req, "Last-Event-ID");
     if (!last)
         last = http_query_get(&q, "last_event_id");
     char kind = 0;
@@ -327,17 +351,8 @@ void events_stream(http_request_t *req, http_response_t *res)
         err_field(&e, "channel", "must be property:ID, job:ID or jobs");
     if (last && *last && (!parse_i64(last, &last_id) || last_id < 0))
         err_set(&e, ERR_BAD_REQUEST, "Last-Event-ID must be an event id (a non-negative integer)");
-    if (token && *token && !req->auth_present) { /* browsers cannot set headers on EventSource */
-        token_claims_t claims;
-        if (!token_verify(token, strlen(token), time_now_us() / 1000000, req->arena, &claims, &e)) {
-            http_res_error(req, res, &e);
-            http_res_header(res, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
-            return;
-        }
-        req->auth_present = true;
-        req->auth_user_id = claims.user_id;
-        req->auth_session_id = claims.session_id;
-    }
+    if (!query_token(req, res, &q))
+        return;
     if (e.code != ERR_NONE && e.code != ERR_VALIDATION) {
         http_res_error(req, res, &e);
         return;
@@ -389,4 +404,98 @@ void events_stream(http_request_t *req, http_response_t *res)
     res->stream = true;
     res->stream_channel = arena_strdup(req->arena, channel);
     res->stream_last_id = high;
+}
+
+/* GET /ws ------------------------------------------------------------------------------------------ */
+
+/* A token sent as ?access_token= (browsers cannot set headers on EventSource or WebSocket): checked
+ * like an Authorization header. false with the answer written. */
+static bool query_token(http_request_t *req, http_response_t *res, const http_query_t *q)
+{
+    const char *token = http_query_get(q, "access_token");
+    if (!token || !*token || req->auth_present)
+        return true;
+    err_t e;
+    err_clear(&e);
+    token_claims_t claims;
+    if (!token_verify(token, strlen(token), time_now_us() / 1000000, req->arena, &claims, &e)) {
+        http_res_error(req, res, &e);
+        http_res_header(res, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+        return false;
+    }
+    req->auth_present = true;
+    req->auth_user_id = claims.user_id;
+    req->auth_session_id = claims.session_id;
+    return true;
+}
+
+static bool header_has_token(const char *v, const char *token)
+{
+    size_t n = strlen(token);
+    for (const char *p = v; p && *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        size_t len = strcspn(p, ",");
+        size_t trimmed = len;
+        while (trimmed && (p[trimmed - 1] == ' ' || p[trimmed - 1] == '\t'))
+            trimmed--;
+        if (trimmed == n && str_nieq(p, n, token))
+            return true;
+        p += len;
+    }
+    return false;
+}
+
+void ws_upgrade(http_request_t *req, http_response_t *res)
+{
+    err_t e;
+    err_clear(&e);
+    const char *upgrade = http_header(req, "Upgrade"), *connection = http_header(req, "Connection"),
+               *version = http_header(req, "Sec-WebSocket-Version"), *key = http_header(req, "Sec-WebSocket-Key");
+    if (!upgrade || !header_has_token(upgrade, "websocket") || !connection || !header_has_token(connection, "upgrade")) {
+        http_res_errorf(req, res, ERR_BAD_REQUEST, "GET /ws is a WebSocket: send Upgrade: websocket and Connection: Upgrade");
+        return;
+    }
+    if (!version || strcmp(version, "13") != 0) {
+        http_res_errorf(req, res, ERR_BAD_REQUEST, "Sec-WebSocket-Version must be 13");
+        http_res_header(res, "Sec-WebSocket-Version", "13");
+        res->status = 426;
+        return;
+    }
+    unsigned char nonce[32];
+    if (!key || strlen(key) != 24 || EVP_DecodeBlock(nonce, (const unsigned char *)key, 24) != 18) {
+        http_res_errorf(req, res, ERR_BAD_REQUEST, "Sec-WebSocket-Key must be 16 bytes in base64");
+        return;
+    }
+    http_query_t q;
+    if (!http_query_parse(req, &q, &e)) {
+        http_res_error(req, res, &e);
+        return;
+    }
+    if (!query_token(req, res, &q))
+        return;
+    actor_t actor = {0};
+    if (req->auth_present) {
+        store_conn_t *c = app_store(req, res);
+        if (!c)
+            return;
+        bool ok = auth_actor(req, res, c, 0, &actor);
+        app_store_done(c);
+        if (!ok)
+            return;
+    }
+    /* Sec-WebSocket-Accept: base64(SHA-1(key + the RFC 6455 GUID)) */
+    char concat[64];
+    snprintf(concat, sizeof concat, "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
+    unsigned char digest[SHA_DIGEST_LENGTH], accept[32];
+    SHA1((const unsigned char *)concat, strlen(concat), digest);
+    EVP_EncodeBlock(accept, digest, SHA_DIGEST_LENGTH);
+    res->status = 101;
+    res->content_type = NULL;
+    http_res_header(res, "Upgrade", "websocket");
+    http_res_header(res, "Connection", "Upgrade");
+    http_res_header(res, "Sec-WebSocket-Accept", "%s", accept);
+    res->websocket = true;
+    res->stream_user_id = actor.known ? actor.user.id : 0;
+    res->stream_admin = actor.known && actor.user.role == ROLE_ADMIN;
 }

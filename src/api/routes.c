@@ -33,6 +33,7 @@ route_t app_routes[] = {
     {METHOD_DELETE, "/api/jobs/{id}", jobs_cancel, 0, 23, "write"},
     {METHOD_POST, "/api/jobs/{id}/retry", jobs_retry, 0, 24, "write"},
     {METHOD_GET, "/api/events", events_stream, 0, 25, "read"},
+    {METHOD_GET, "/ws", ws_upgrade, 0, 26, "read"},
     {0, NULL, NULL, 0, 0, NULL},
 };
 

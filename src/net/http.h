@@ -69,6 +69,10 @@ typedef struct http_response {
     bool stream;
     const char *stream_channel;
     int64_t stream_last_id;
+    /* A WebSocket (status 101): after the head, RFC 6455 frames (server.c), for this user. */
+    bool websocket;
+    int64_t stream_user_id; /* 0: anonymous */
+    bool stream_admin;
 } http_response_t;
 
 /* Request helpers */

@@ -24,8 +24,11 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <jansson.h>
 #include <uv.h>
+#include <wslay/wslay.h>
 
+#include "../base/jw.h"
 #include "../base/log.h"
 #include "../base/util.h"
 #include "http.h"
@@ -63,22 +66,37 @@ typedef struct conn {
     char peer[64]; /* the socket's peer address */
     bool peer_loopback;
     ratelimit_result_t rl; /* the request's rate limit figures; rl.limit 0: none applied */
-    /* an event stream (res.stream): after its head, the connection only receives events */
-    bool streaming, stream_open;
-    char stream_channel[128];
-    int64_t stream_last_id;
+    /* an event stream (SSE) or a WebSocket: after its head the connection carries events */
+    bool streaming;        /* the head being written is a stream's: open it when written */
+    struct stream_state *st; /* set while open; owned by the connection */
     size_t stream_pending; /* bytes handed to uv_write and not yet written */
     struct conn *snext, *sprev;
 } conn_t;
+
+#define WS_MAX_CHANNELS 32
+#define WS_MAX_MESSAGE (64 * 1024)
+#define SEEN_IDS 128
+
+typedef struct stream_state {
+    bool ws;
+    wslay_event_context_ptr ctx; /* WebSocket framing (wslay) */
+    int64_t user_id;             /* 0: anonymous */
+    bool admin;
+    int nchannels;
+    char channels[WS_MAX_CHANNELS][128];
+    int64_t last_id;         /* SSE: the replay went up to here */
+    int64_t seen[SEEN_IDS];  /* recent event ids, to drop one published twice */
+    int seen_pos;
+} stream_state_t;
 
 /* An event on its way to a loop's streams: queued by server_publish, delivered by on_events, then
  * kept in the loop's ring of recent events for streams that start a moment later. */
 typedef struct ev_item {
     struct ev_item *next;
-    char channel[128];
-    int64_t id;
+    char channel[128], type[32];
+    int64_t id, owner_id;
     size_t len;
-    char frame[];
+    char json[]; /* the event document */
 } ev_item_t;
 
 #define EV_RING 1024
@@ -121,7 +139,8 @@ static void on_handle_closed(uv_handle_t *h);
 
 /* Timers ---------------------------------------------------------------------------------------*/
 
-static void stream_write(conn_t *c, const char *s, size_t n);
+static void stream_keepalive(conn_t *c);
+static void ws_read(conn_t *c);
 static void timer_set(conn_t *c, int ms);
 static void start_reading(conn_t *c);
 
@@ -132,9 +151,8 @@ static void on_timeout(uv_timer_t *t)
         conn_close(c);
         return;
     }
-    if (c->stream_open) {
-        stream_write(c, ": keep-alive\n\n", 14);
-        timer_set(c, STREAM_KEEPALIVE_MS);
+    if (c->st) {
+        stream_keepalive(c);
         return;
     }
     if (c->busy) {
@@ -189,7 +207,12 @@ static void write_raw(conn_t *c, const char *s, size_t n)
         free(w);
 }
 
-/* Event streams ---------------------------------------------------------------------------------*/
+/* Event streams and WebSockets -----------------------------------------------------------------
+ * Both are connections whose head has been written and which from then on receive events: an SSE
+ * stream follows one channel, a WebSocket any it subscribes to. Events reach a loop through its
+ * queue (server_publish, any thread) and are handed to every matching connection; the loop keeps
+ * the last EV_RING of them for a stream that opens a moment later. Writes are copies handed to
+ * libuv; a connection more than STREAM_MAX_PENDING behind is closed rather than buffered. */
 
 typedef struct stream_write_req {
     uv_write_t req;
@@ -207,14 +230,14 @@ static void on_stream_written(uv_write_t *w, int status)
     free(sw);
 }
 
-static void stream_write(conn_t *c, const char *s, size_t n)
+static bool stream_write(conn_t *c, const char *s, size_t n)
 {
     if (c->closing)
-        return;
+        return false;
     if (c->stream_pending + n > STREAM_MAX_PENDING) {
         c->reset = true; /* a consumer that does not keep up is closed, not buffered without bound */
         conn_close(c);
-        return;
+        return false;
     }
     stream_write_req_t *sw = malloc(sizeof *sw + n);
     if (!sw)
@@ -228,57 +251,255 @@ static void stream_write(conn_t *c, const char *s, size_t n)
         c->stream_pending -= n;
         free(sw);
         conn_close(c);
+        return false;
     }
+    return true;
 }
 
-static bool stream_matches(const conn_t *c, const ev_item_t *ev)
+static bool channel_matches(const char *sub, const char *channel)
 {
-    if (strcmp(c->stream_channel, "jobs") == 0)
-        return strncmp(ev->channel, "job:", 4) == 0;
-    return strcmp(c->stream_channel, ev->channel) == 0;
+    if (strcmp(sub, "jobs") == 0)
+        return strncmp(channel, "job:", 4) == 0;
+    return strcmp(sub, channel) == 0;
 }
 
-static void stream_deliver(conn_t *c, const ev_item_t *ev)
+/* Whether the stream may see the event: job events go to their owner and admins (the SSE handler
+ * checked its one channel already; a WebSocket subscribes first and is filtered here). */
+static bool visible_to(const stream_state_t *st, const ev_item_t *ev)
 {
-    if (!stream_matches(c, ev))
+    return !st->ws || st->admin || ev->owner_id == 0 || ev->owner_id == st->user_id;
+}
+
+static bool seen_before(stream_state_t *st, int64_t id)
+{
+    for (int i = 0; i < SEEN_IDS; i++)
+        if (st->seen[i] == id)
+            return true;
+    st->seen[st->seen_pos] = id;
+    st->seen_pos = (st->seen_pos + 1) % SEEN_IDS;
+    return false;
+}
+
+static void ws_flush(conn_t *c);
+
+static void stream_deliver(conn_t *c, const ev_item_t *ev, bool from_ring)
+{
+    stream_state_t *st = c->st;
+    bool match = false;
+    for (int i = 0; i < st->nchannels && !match; i++)
+        match = channel_matches(st->channels[i], ev->channel);
+    if (!match || !visible_to(st, ev))
         return;
-    if (ev->id > 0) {
-        if (ev->id <= c->stream_last_id)
-            return; /* had it already (a replay, or a relay that published it twice) */
-        c->stream_last_id = ev->id;
+    if (ev->id > 0 && ((from_ring && ev->id <= st->last_id) || seen_before(st, ev->id)))
+        return; /* had it already: in the replay, or published twice */
+    if (st->ws) {
+        struct wslay_event_msg msg = {WSLAY_TEXT_FRAME, (const uint8_t *)ev->json, ev->len};
+        wslay_event_queue_msg(st->ctx, &msg);
+        ws_flush(c);
+        return;
     }
-    stream_write(c, ev->frame, ev->len);
+    char head[96];
+    int hn = snprintf(head, sizeof head, "id: %lld\nevent: %s\ndata: ", (long long)ev->id, ev->type);
+    size_t n = (size_t)hn + ev->len + 2;
+    char *frame = malloc(n);
+    if (!frame)
+        abort();
+    memcpy(frame, head, (size_t)hn);
+    memcpy(frame + hn, ev->json, ev->len);
+    memcpy(frame + hn + ev->len, "\n\n", 2);
+    stream_write(c, frame, n);
+    free(frame);
 }
 
-/* The head has been written: the connection now waits for events. */
+static void ws_on_message(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *user);
+
+static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
+{
+    (void)flags;
+    conn_t *c = user;
+    if (c->in.len == 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    size_t n = c->in.len < len ? c->in.len : len;
+    memcpy(buf, c->in.data, n);
+    buf_consume(&c->in, n);
+    return (ssize_t)n;
+}
+
+static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags, void *user)
+{
+    (void)flags;
+    conn_t *c = user;
+    if (!stream_write(c, (const char *)data, len)) {
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    return (ssize_t)len;
+}
+
+/* Sends what wslay has queued; closes the connection once the closing handshake is over. */
+static void ws_flush(conn_t *c)
+{
+    if (c->closing || !c->st)
+        return;
+    if (wslay_event_send(c->st->ctx) != 0) {
+        conn_close(c);
+        return;
+    }
+    if (!wslay_event_want_read(c->st->ctx) && !wslay_event_want_write(c->st->ctx))
+        conn_close(c);
+}
+
+static void ws_reply(conn_t *c, const char *type, const char *channel, const char *message)
+{
+    buf_t b;
+    buf_init(&b);
+    jw_t w;
+    jw_init(&w, &b);
+    jw_obj_begin(&w);
+    jw_kstr(&w, "type", type);
+    if (channel)
+        jw_kstr(&w, "channel", channel);
+    if (message)
+        jw_kstr(&w, "message", message);
+    jw_obj_end(&w);
+    struct wslay_event_msg msg = {WSLAY_TEXT_FRAME, (const uint8_t *)b.data, b.len};
+    wslay_event_queue_msg(c->st->ctx, &msg); /* wslay copies it */
+    buf_free(&b);
+}
+
+/* {"action": "subscribe" | "unsubscribe", "channel": "property:ID" | "job:ID" | "jobs"} */
+static void ws_on_message(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *user)
+{
+    conn_t *c = user;
+    stream_state_t *st = c->st;
+    if (arg->opcode == WSLAY_BINARY_FRAME) {
+        wslay_event_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA, (const uint8_t *)"text frames only", 16);
+        return;
+    }
+    if (arg->opcode != WSLAY_TEXT_FRAME)
+        return; /* ping, pong and close are wslay's */
+    json_t *j = json_loadb((const char *)arg->msg, arg->msg_length, 0, NULL);
+    const char *action = json_string_value(json_object_get(j, "action")),
+               *channel = json_string_value(json_object_get(j, "channel"));
+    const char *problem = NULL;
+    int64_t id = 0;
+    const char *colon = channel ? strchr(channel, ':') : NULL;
+    bool known = channel && strlen(channel) < sizeof st->channels[0] &&
+                 (strcmp(channel, "jobs") == 0 ||
+                  (colon && parse_i64(colon + 1, &id) && id > 0 &&
+                   ((colon - channel == 8 && strncmp(channel, "property", 8) == 0) ||
+                    (colon - channel == 3 && strncmp(channel, "job", 3) == 0))));
+    if (!j || !action || !channel)
+        problem = "expected {\"action\": \"subscribe\" or \"unsubscribe\", \"channel\": ...}";
+    else if (!known)
+        problem = "channel must be property:ID, job:ID or jobs";
+    else if (strcmp(channel, "jobs") == 0 && !st->admin)
+        problem = "only admins may follow the jobs channel";
+    else if (strncmp(channel, "job:", 4) == 0 && !st->user_id)
+        problem = "following a job needs an access token";
+    if (problem) {
+        ws_reply(c, "error", channel && known ? channel : NULL, problem);
+    } else if (strcmp(action, "subscribe") == 0) {
+        bool have = false;
+        for (int i = 0; i < st->nchannels; i++)
+            have |= strcmp(st->channels[i], channel) == 0;
+        if (!have && st->nchannels == WS_MAX_CHANNELS) {
+            ws_reply(c, "error", channel, "too many subscriptions on one connection (32)");
+        } else {
+            if (!have)
+                snprintf(st->channels[st->nchannels++], sizeof st->channels[0], "%s", channel);
+            ws_reply(c, "subscribed", channel, NULL);
+        }
+    } else if (strcmp(action, "unsubscribe") == 0) {
+        for (int i = 0; i < st->nchannels; i++)
+            if (strcmp(st->channels[i], channel) == 0) {
+                memmove(st->channels[i], st->channels[i + 1], (size_t)(st->nchannels - i - 1) * sizeof st->channels[0]);
+                st->nchannels--;
+                break;
+            }
+        ws_reply(c, "unsubscribed", channel, NULL);
+    } else {
+        ws_reply(c, "error", channel, "action must be subscribe or unsubscribe");
+    }
+    json_decref(j);
+}
+
+/* The head has been written: the connection now carries events. */
 static void stream_open(conn_t *c)
 {
     loop_ctx_t *lp = c->lp;
-    c->stream_open = true;
+    c->streaming = false;
     c->snext = lp->streams;
     if (lp->streams)
         lp->streams->sprev = c;
     lp->streams = c;
-    for (int i = 0; i < EV_RING; i++) { /* events that arrived while the head was being made */
-        const ev_item_t *ev = lp->ring[(lp->ring_pos + i) % EV_RING];
-        if (ev)
-            stream_deliver(c, ev);
+    if (c->st->ws) {
+        static const struct wslay_event_callbacks callbacks = {
+            .recv_callback = ws_recv, .send_callback = ws_send, .on_msg_recv_callback = ws_on_message};
+        if (wslay_event_context_server_init(&c->st->ctx, &callbacks, c) != 0) {
+            conn_close(c);
+            return;
+        }
+        wslay_event_config_set_max_recv_msg_length(c->st->ctx, WS_MAX_MESSAGE);
+    } else {
+        for (int i = 0; i < EV_RING; i++) { /* events that arrived while the head was being made */
+            const ev_item_t *ev = lp->ring[(lp->ring_pos + i) % EV_RING];
+            if (ev)
+                stream_deliver(c, ev, true);
+        }
     }
     timer_set(c, STREAM_KEEPALIVE_MS);
-    start_reading(c); /* only to see the client go: what it sends is discarded */
+    start_reading(c); /* SSE: only to see the client go; WebSocket: its frames */
+    if (c->st->ws && c->in.len)
+        ws_read(c); /* frames that came with the upgrade request */
+}
+
+/* Frames from the client (on_read appended them to c->in). */
+static void ws_read(conn_t *c)
+{
+    if (wslay_event_recv(c->st->ctx) != 0) {
+        conn_close(c);
+        return;
+    }
+    ws_flush(c);
+}
+
+static void stream_keepalive(conn_t *c)
+{
+    if (c->st->ws) {
+        struct wslay_event_msg ping = {WSLAY_PING, (const uint8_t *)"", 0};
+        wslay_event_queue_msg(c->st->ctx, &ping);
+        ws_flush(c);
+    } else {
+        stream_write(c, ": keep-alive\n\n", 14);
+    }
+    if (!c->closing)
+        timer_set(c, STREAM_KEEPALIVE_MS);
 }
 
 static void stream_unlink(conn_t *c)
 {
-    if (!c->stream_open)
+    if (!c->st)
         return;
     if (c->sprev)
         c->sprev->snext = c->snext;
-    else
+    else if (c->lp->streams == c)
         c->lp->streams = c->snext;
     if (c->snext)
         c->snext->sprev = c->sprev;
-    c->stream_open = false;
+    c->snext = c->sprev = NULL;
+}
+
+static void stream_free(conn_t *c)
+{
+    if (!c->st)
+        return;
+    if (c->st->ctx)
+        wslay_event_context_free(c->st->ctx);
+    free(c->st);
+    c->st = NULL;
 }
 
 static void on_events(uv_async_t *a)
@@ -291,8 +512,9 @@ static void on_events(uv_async_t *a)
     while (ev) {
         ev_item_t *next = ev->next;
         for (conn_t *c = lp->streams, *cn; c; c = cn) {
-            cn = c->snext; /* stream_deliver may close c */
-            stream_deliver(c, ev);
+            cn = c->snext; /* stream_deliver may close c, which unlinks it */
+            if (!c->closing)
+                stream_deliver(c, ev, false);
         }
         free(lp->ring[lp->ring_pos]);
         lp->ring[lp->ring_pos] = ev;
@@ -305,7 +527,7 @@ static pthread_mutex_t hub_mu = PTHREAD_MUTEX_INITIALIZER;
 static loop_ctx_t *hub_loops; /* set while the loops run */
 static int hub_n;
 
-void server_publish(const char *channel, int64_t id, const char *frame, size_t len)
+void server_publish(const char *channel, int64_t id, const char *type, const char *json, size_t len, int64_t owner_id)
 {
     pthread_mutex_lock(&hub_mu);
     for (int i = 0; i < hub_n && hub_loops; i++) {
@@ -315,10 +537,12 @@ void server_publish(const char *channel, int64_t id, const char *frame, size_t l
             break;
         ev->next = NULL;
         snprintf(ev->channel, sizeof ev->channel, "%s", channel);
+        snprintf(ev->type, sizeof ev->type, "%s", type);
         ev->id = id;
+        ev->owner_id = owner_id;
         ev->len = len;
-        memcpy(ev->frame, frame, len);
-        ev->frame[len] = '\0';
+        memcpy(ev->json, json, len);
+        ev->json[len] = '\0';
         pthread_mutex_lock(&lp->ev_mu);
         if (lp->ev_tail)
             lp->ev_tail->next = ev;
@@ -480,11 +704,21 @@ static void write_response(conn_t *c)
     buf_printf(o, "Date: %s\r\nServer: hearth\r\n", http_date(c->lp));
     if (res->content_type)
         buf_printf(o, "Content-Type: %s\r\n", res->content_type);
-    if (res->stream && res->status == 200) { /* ends when the connection does */
-        res->close = true;
+    if ((res->stream && res->status == 200) || (res->websocket && res->status == 101)) {
+        /* an event stream ends when the connection does; a WebSocket is no longer HTTP */
+        res->close = res->stream;
         c->streaming = true;
-        snprintf(c->stream_channel, sizeof c->stream_channel, "%s", res->stream_channel ? res->stream_channel : "");
-        c->stream_last_id = res->stream_last_id;
+        c->st = calloc(1, sizeof *c->st);
+        if (!c->st)
+            abort();
+        c->st->ws = res->websocket;
+        c->st->user_id = res->stream_user_id;
+        c->st->admin = res->stream_admin;
+        c->st->last_id = res->stream_last_id;
+        if (res->stream && res->stream_channel) {
+            snprintf(c->st->channels[0], sizeof c->st->channels[0], "%s", res->stream_channel);
+            c->st->nchannels = 1;
+        }
     } else if (res->status != 204 && res->status != 304) {
         buf_printf(o, "Content-Length: %zu\r\n", res->body.len);
     }
@@ -725,8 +959,18 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
          * on_written closes once they are done */
         return;
     }
-    if (n == 0 || c->lingering || c->streaming)
+    if (n == 0 || c->lingering)
         return; /* nothing, or discarded */
+    if (c->st && c->st->ws) { /* WebSocket frames */
+        if (b->base == c->lp->rbuf)
+            buf_append(&c->in, b->base, (size_t)n);
+        else
+            c->in.len += (size_t)n, c->in.data[c->in.len] = '\0';
+        ws_read(c);
+        return;
+    }
+    if (c->st || c->streaming)
+        return; /* an event stream's client has nothing more to say: discarded */
     if (b->base == c->lp->rbuf)
         buf_append(&c->in, b->base, (size_t)n);
     else
@@ -748,6 +992,7 @@ static void on_handle_closed(uv_handle_t *h)
     conn_t *c = h->data;
     if (--c->handles > 0)
         return;
+    stream_free(c);
     buf_free(&c->in);
     buf_free(&c->out);
     reqparse_free(&c->rp);

@@ -12,10 +12,11 @@
  * cfg->shutdown_timeout_ms, and returns. false when it cannot listen. */
 bool server_run(const config_t *cfg, err_t *e);
 
-/* Hands an event to every open event stream of `channel` on every loop (a stream of "jobs" takes
- * every "job:*" channel). `frame` is the text written to the stream as it is; `id` (> 0) lets a
- * stream drop an event it has already had (relays may publish one twice). Any thread; a no-op
- * when the server is not running. */
-void server_publish(const char *channel, int64_t id, const char *frame, size_t len);
+/* Hands an event (`json`, the event document) to every open event stream and WebSocket following
+ * `channel` on every loop (following "jobs" takes every "job:*" channel). `id` (> 0) lets a
+ * connection drop an event it has already had (relays may publish one twice); `owner_id` (0: any)
+ * limits who may see it to that user and admins. Any thread; a no-op when the server is not
+ * running. */
+void server_publish(const char *channel, int64_t id, const char *type, const char *json, size_t len, int64_t owner_id);
 
 #endif

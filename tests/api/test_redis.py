@@ -71,22 +71,35 @@ class RedisCacheTest(OwnServicesTestCase):
 
 
     def test_job_progress_reaches_another_instance_through_redis(self):
+        """A job run by a worker process; its events (progress included) reach an event stream and a
+        WebSocket on the other instance, in order, each once, through Redis."""
         from test_events import SSE, done
         from test_jobs import Worker
         a, b = self.servers
         for s in (a, b):
             self.wait_redis(s)
+        from wsclient import WS
         token = a.admin_token()
-        sse = SSE(b, "jobs", token)  # a client of instance b
+        sse = SSE(b, "jobs", token)  # clients of instance b
+        ws = WS(b.port, "/ws?access_token=" + token)
         worker = Worker(a, args=["--concurrency", "1"])  # a worker process of its own
         try:
+            ws.send({"action": "subscribe", "channel": "jobs"})
+            self.assertEqual(ws.recv_json()["type"], "subscribed")
             r = a.request("POST", "/api/jobs", body={"type": "test.sleep", "payload": {"sleep_ms": 800}}, token=token)
             self.assertEqual(r.status, 202, r)
             jid = r.json["id"]
             evs = [e for e in sse.until(done(jid)) if e[2]["data"]["id"] == jid]
+            over_ws = []
+            while not over_ws or over_ws[-1]["type"] != "job_complete":
+                e = ws.recv_json()
+                if e["data"]["id"] == jid:
+                    over_ws.append(e)
         finally:
             sse.close()
+            ws.close()
             worker.stop()
+        self.assertEqual([e["id"] for e in over_ws], [i for i, _, _ in evs], "the WebSocket saw what the stream saw")
         types = [t for _, t, _ in evs]
         self.assertEqual(types[:2], ["job_queued", "job_started"], types)
         self.assertEqual(types[-1], "job_complete")
