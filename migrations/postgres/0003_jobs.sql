@@ -36,6 +36,7 @@ CREATE TABLE uploads (
     id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name       TEXT   NOT NULL,
     content    TEXT   NOT NULL,
+    job_id     BIGINT,
     created_by BIGINT,
     created_at BIGINT NOT NULL
 );

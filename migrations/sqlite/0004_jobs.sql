@@ -40,6 +40,7 @@ CREATE TABLE uploads (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     name       TEXT    NOT NULL,
     content    TEXT    NOT NULL,   -- UTF-8 text (CSV or JSON)
+    job_id     INTEGER,            -- the job that reads it; pruned with it
     created_by INTEGER,
     created_at INTEGER NOT NULL
 );

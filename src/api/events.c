@@ -97,7 +97,15 @@ static void sub_message(void *arg, const char *msg, size_t len)
 }
 
 static void sub_noop(void *arg) { (void)arg; }
-static void sub_up(void *arg, bool again) { (void)arg, (void)again; }
+
+/* Back after a gap in which events may have been missed: every stream is closed, so that its client
+ * comes back (EventSource does by itself, with Last-Event-ID) and catches up from the outbox. */
+static void sub_up(void *arg, bool again)
+{
+    (void)arg;
+    if (again)
+        server_close_streams();
+}
 
 static bool publish(int64_t id, const char *type, const char *channel, const char *data, int64_t at_us, int64_t owner)
 {
@@ -140,6 +148,13 @@ static int relay_batch(void)
     arena_init(&a);
     int n = -1;
     store_rows_t r, lock;
+    /* a read first: an idle relay never takes the write lock (SQLite) */
+    if (!s->ops->query(c, "SELECT 1 FROM outbox_events WHERE published_at IS NULL LIMIT 1", 0, NULL, &a, &r, &e) ||
+        r.nrows == 0) {
+        arena_free(&a);
+        s->ops->release(s, c);
+        return e.code == ERR_NONE ? 0 : -1;
+    }
     /* one relay at a time, so events go out in id order: on PostgreSQL a transaction-scoped
      * advisory lock (another instance's relay has it: nothing to do now), on SQLite the write lock
      * BEGIN IMMEDIATE takes */
@@ -173,14 +188,20 @@ static int relay_batch(void)
                 break;
         }
         bool ok = true;
-        if (published > 0) {
-            const char *v[] = {arena_printf(&a, "%lld", (long long)time_now_us()), store_cell(&r, 0, 0),
-                               store_cell(&r, published - 1, 0)};
+        if (published > 0) { /* exactly the rows published (not a range: a row may commit in between) */
+            const char *v[RELAY_BATCH + 1];
+            buf_t sql;
+            buf_init(&sql);
+            buf_puts(&sql, "UPDATE outbox_events SET published_at = CAST($1 AS BIGINT) WHERE id IN (");
+            v[0] = arena_printf(&a, "%lld", (long long)time_now_us());
+            for (int i = 0; i < published; i++) {
+                buf_printf(&sql, "%sCAST($%d AS BIGINT)", i ? ", " : "", i + 2);
+                v[i + 1] = store_cell(&r, i, 0);
+            }
+            buf_puts(&sql, ")");
             store_rows_t u;
-            ok = s->ops->query(c,
-                               "UPDATE outbox_events SET published_at = CAST($1 AS BIGINT) WHERE published_at IS NULL"
-                               " AND id >= CAST($2 AS BIGINT) AND id <= CAST($3 AS BIGINT)",
-                               3, v, &a, &u, &e);
+            ok = s->ops->query(c, buf_cstr(&sql), published + 1, v, &a, &u, &e);
+            buf_free(&sql);
         }
         ok = s->ops->end(c, ok, &e) && ok;
         n = ok && published == r.nrows ? published : -1;
@@ -210,7 +231,12 @@ static void prune(void)
     store_rows_t r;
     bool ok = s->ops->query(c, "DELETE FROM outbox_events WHERE published_at IS NOT NULL AND published_at < CAST($1 AS BIGINT)",
                             1, v1, &a, &r, &e) &&
-              s->ops->query(c, "DELETE FROM uploads WHERE created_at < CAST($1 AS BIGINT)", 1, v2, &a, &r, &e) &&
+              /* an upload goes with its job, once that has finished (or when it never got one) */
+              s->ops->query(c,
+                            "DELETE FROM uploads WHERE created_at < CAST($1 AS BIGINT) AND (job_id IS NULL OR job_id IN"
+                            " (SELECT id FROM jobs WHERE status IN ('succeeded', 'dead', 'cancelled')"
+                            " AND finished_at < CAST($1 AS BIGINT)))",
+                            1, v2, &a, &r, &e) &&
               s->ops->query(c,
                             "DELETE FROM jobs WHERE status IN ('succeeded', 'dead', 'cancelled') AND finished_at < CAST($1 AS BIGINT)",
                             1, v2, &a, &r, &e);
@@ -278,8 +304,8 @@ bool events_start(store_t *s, redis_pool_t *redis, const char *database_url, err
     relay.redis = redis;
     redis_keyspace(database_url, relay.space);
     atomic_store(&relay.stop, false);
-    if (s->ops->listen)
-        relay.listener = s->ops->listen(s, STORE_OUTBOX_CHANNEL, relay_wake, NULL, e);
+    if (s->ops->listen && !(relay.listener = s->ops->listen(s, STORE_OUTBOX_CHANNEL, relay_wake, NULL, e)))
+        log_warn("relay: %s; polling every %d ms instead", e->message, RELAY_POLL_MS);
     if (redis) {
         char channel[64];
         snprintf(channel, sizeof channel, "hearth:ev:%s", relay.space);
@@ -309,6 +335,18 @@ void events_stop(void)
 
 static bool query_token(http_request_t *req, http_response_t *res, const http_query_t *q);
 
+/* The highest event id published so far (0 when none or unknown). */
+static int64_t published_high(store_conn_t *c, arena_t *a)
+{
+    err_t e;
+    err_clear(&e);
+    store_rows_t r;
+    if (!c->store->ops->query(c, "SELECT max(id) FROM outbox_events WHERE published_at IS NOT NULL", 0, NULL, a, &r, &e) ||
+        r.nrows != 1 || !store_cell(&r, 0, 0))
+        return 0;
+    return strtoll(store_cell(&r, 0, 0), NULL, 10);
+}
+
 /* GET /api/events ------------------------------------------------------------------------------- */
 
 /* A channel a client may name: property:ID, job:ID or jobs. */
@@ -321,6 +359,10 @@ static bool channel_parse(const char *ch, char *kind, int64_t *id)
     const char *colon = strchr(ch, ':');
     if (!colon || !parse_i64(colon + 1, id) || *id <= 0)
         return false;
+    char canonical[32];
+    snprintf(canonical, sizeof canonical, "%lld", (long long)*id);
+    if (strcmp(canonical, colon + 1) != 0)
+        return false; /* property:07 names no channel an event goes to */
     size_t n = (size_t)(colon - ch);
     if (n == 8 && memcmp(ch, "property", 8) == 0)
         *kind = 'p';
@@ -371,7 +413,9 @@ void events_stream(http_request_t *req, http_response_t *res)
         job.created_by != actor.user.id)
         err_set(&e, ERR_FORBIDDEN, "only the job's creator or an admin may follow it");
     store_rows_t r = {0};
-    if (e.code == ERR_NONE && last_id > 0) { /* what was published after Last-Event-ID */
+    if (e.code == ERR_NONE && last_id == 0) /* from now on: older events (a relay's repeats) are not for it */
+        last_id = published_high(c, req->arena);
+    else if (e.code == ERR_NONE) { /* what was published after Last-Event-ID */
         const char *v[] = {channel, arena_printf(req->arena, "%lld", (long long)last_id),
                            arena_printf(req->arena, "%d", REPLAY_MAX)};
         c->store->ops->query(c,
@@ -401,7 +445,7 @@ void events_stream(http_request_t *req, http_response_t *res)
         buf_free(&j);
         high = eid;
     }
-    res->stream = true;
+    res->stream = req->method != METHOD_HEAD; /* HEAD: the head only */
     res->stream_channel = arena_strdup(req->arena, channel);
     res->stream_last_id = high;
 }
@@ -475,15 +519,15 @@ void ws_upgrade(http_request_t *req, http_response_t *res)
     if (!query_token(req, res, &q))
         return;
     actor_t actor = {0};
-    if (req->auth_present) {
-        store_conn_t *c = app_store(req, res);
-        if (!c)
-            return;
-        bool ok = auth_actor(req, res, c, 0, &actor);
+    store_conn_t *c = app_store(req, res);
+    if (!c)
+        return;
+    if (req->auth_present && !auth_actor(req, res, c, 0, &actor)) {
         app_store_done(c);
-        if (!ok)
-            return;
+        return;
     }
+    int64_t high = published_high(c, req->arena);
+    app_store_done(c);
     /* Sec-WebSocket-Accept: base64(SHA-1(key + the RFC 6455 GUID)) */
     char concat[64];
     snprintf(concat, sizeof concat, "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
@@ -496,6 +540,7 @@ void ws_upgrade(http_request_t *req, http_response_t *res)
     http_res_header(res, "Connection", "Upgrade");
     http_res_header(res, "Sec-WebSocket-Accept", "%s", accept);
     res->websocket = true;
+    res->stream_last_id = high; /* events from now on */
     res->stream_user_id = actor.known ? actor.user.id : 0;
     res->stream_admin = actor.known && actor.user.role == ROLE_ADMIN;
 }

@@ -57,6 +57,12 @@ static bool enqueue_import(store_conn_t *c, import_arg_t *a, err_t *e)
                        .created_by = a->user_id};
     bool ok = queue_enqueue(c, &spec, a->arena, &a->job, &a->existed, e);
     buf_free(&payload);
+    if (ok) { /* the upload lives as long as its job */
+        const char *u[] = {store_cell(&r, 0, 0), arena_printf(a->arena, "%lld", (long long)a->job.id)};
+        store_rows_t ur;
+        ok = c->store->ops->query(c, "UPDATE uploads SET job_id = CAST($2 AS BIGINT) WHERE id = CAST($1 AS BIGINT)", 2, u,
+                                  a->arena, &ur, e);
+    }
     return ok;
 }
 

@@ -196,7 +196,8 @@ static bool parse_macro(const char *p, cron_t *out, err_t *e)
         plain = is_alpha(p[i]) || is_digit(p[i]);
     if (plain)
         return err_set(e, ERR_VALIDATION,
-                       "unknown macro %.*s: expected @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly",
+                       "unknown macro %.*s: expected @yearly, @annually, @monthly, @weekly, @daily, @midnight"
+                       " or @hourly",
                        (int)n, p);
     return err_set(e, ERR_VALIDATION,
                    "unknown macro: expected @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly");

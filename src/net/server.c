@@ -84,7 +84,8 @@ typedef struct stream_state {
     bool admin;
     int nchannels;
     char channels[WS_MAX_CHANNELS][128];
-    int64_t last_id;         /* SSE: the replay went up to here */
+    int64_t last_id;         /* SSE: the replay went up to here (the client has everything below) */
+    uint64_t since_ns;       /* the request's start: ring events from then on are new to it */
     int64_t seen[SEEN_IDS];  /* recent event ids, to drop one published twice */
     int seen_pos;
 } stream_state_t;
@@ -95,6 +96,7 @@ typedef struct ev_item {
     struct ev_item *next;
     char channel[128], type[32];
     int64_t id, owner_id;
+    uint64_t arrived_ns;
     size_t len;
     char json[]; /* the event document */
 } ev_item_t;
@@ -290,8 +292,10 @@ static void stream_deliver(conn_t *c, const ev_item_t *ev, bool from_ring)
         match = channel_matches(st->channels[i], ev->channel);
     if (!match || !visible_to(st, ev))
         return;
-    if (ev->id > 0 && ((from_ring && ev->id <= st->last_id) || seen_before(st, ev->id)))
-        return; /* had it already: in the replay, or published twice */
+    if (from_ring && ev->arrived_ns < st->since_ns)
+        return; /* older than the request: not for a stream that did not ask for a replay of it */
+    if (ev->id > 0 && (ev->id <= st->last_id || seen_before(st, ev->id)))
+        return; /* had it already: before Last-Event-ID, in the replay, or published twice */
     if (st->ws) {
         struct wslay_event_msg msg = {WSLAY_TEXT_FRAME, (const uint8_t *)ev->json, ev->len};
         wslay_event_queue_msg(st->ctx, &msg);
@@ -511,6 +515,15 @@ static void on_events(uv_async_t *a)
     pthread_mutex_unlock(&lp->ev_mu);
     while (ev) {
         ev_item_t *next = ev->next;
+        if (!ev->type[0]) { /* server_close_streams */
+            for (conn_t *c = lp->streams, *cn; c; c = cn) {
+                cn = c->snext;
+                conn_close(c);
+            }
+            free(ev);
+            ev = next;
+            continue;
+        }
         for (conn_t *c = lp->streams, *cn; c; c = cn) {
             cn = c->snext; /* stream_deliver may close c, which unlinks it */
             if (!c->closing)
@@ -524,6 +537,10 @@ static void on_events(uv_async_t *a)
 }
 
 static pthread_mutex_t hub_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void server_publish(const char *channel, int64_t id, const char *type, const char *json, size_t len, int64_t owner_id);
+
+void server_close_streams(void) { server_publish("", 0, "", "", 0, 0); }
 static loop_ctx_t *hub_loops; /* set while the loops run */
 static int hub_n;
 
@@ -540,6 +557,7 @@ void server_publish(const char *channel, int64_t id, const char *type, const cha
         snprintf(ev->type, sizeof ev->type, "%s", type);
         ev->id = id;
         ev->owner_id = owner_id;
+        ev->arrived_ns = time_mono_ns();
         ev->len = len;
         memcpy(ev->json, json, len);
         ev->json[len] = '\0';
@@ -715,6 +733,7 @@ static void write_response(conn_t *c)
         c->st->user_id = res->stream_user_id;
         c->st->admin = res->stream_admin;
         c->st->last_id = res->stream_last_id;
+        c->st->since_ns = req->start_ns;
         if (res->stream && res->stream_channel) {
             snprintf(c->st->channels[0], sizeof c->st->channels[0], "%s", res->stream_channel);
             c->st->nchannels = 1;
@@ -843,7 +862,7 @@ static void respond(conn_t *c)
         const char *origin = http_header(req, "Origin");
         if (http_header(req, "Access-Control-Request-Method") && origin_allowed(origin)) {
             http_res_header(res, "Access-Control-Allow-Methods", "%s", allow);
-            http_res_header(res, "Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match, If-None-Match, X-Request-ID");
+            http_res_header(res, "Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match, If-None-Match, X-Request-ID, Idempotency-Key, Last-Event-ID");
             http_res_header(res, "Access-Control-Max-Age", "600");
         }
     } else if (m == ROUTE_NO_METHOD) {

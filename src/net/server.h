@@ -18,5 +18,8 @@ bool server_run(const config_t *cfg, err_t *e);
  * limits who may see it to that user and admins. Any thread; a no-op when the server is not
  * running. */
 void server_publish(const char *channel, int64_t id, const char *type, const char *json, size_t len, int64_t owner_id);
+/* Closes every open event stream and WebSocket (events may have been missed: the clients come back
+ * and catch up). Any thread. */
+void server_close_streams(void);
 
 #endif

@@ -187,7 +187,8 @@ class EventsTest(ServerTestCase):
         jid = self.enqueue("noop", token=admin)
         cases = [("jobs", None, 401), ("jobs", agent["access_token"], 403), ("jobs", admin, 200),
                  ("job:%d" % jid, None, 401), ("job:%d" % jid, other["access_token"], 403), ("job:%d" % jid, admin, 200),
-                 ("job:999999", admin, 404), ("house:1", None, 422), ("property:abc", None, 422), ("", None, 422)]
+                 ("job:999999", admin, 404), ("house:1", None, 422), ("property:abc", None, 422), ("", None, 422),
+                 ("property:07", None, 422), ("job:+%d" % jid, admin, 422)]
         for channel, token, status in cases:
             s = SSE(self.server, channel, token)
             try:
