@@ -75,11 +75,11 @@ def recv_ts(sock, n=65536):
     return data, kts, now
 
 
-def rss_kb(pid):
+def rss_kb(pid, field="VmRSS:"):
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1])
     except OSError:
         pass
@@ -270,7 +270,7 @@ def cmd_latency(a):
         tap = socket.create_connection((host or "127.0.0.1", int(port)), timeout=10)
         tap.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         stamp(tap)
-        tap.sendall(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$10\r\nhearth:ev:*\r\n")
+        tap.sendall(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$11\r\nhearth:ev:*\r\n")
         tbuf = bytearray()
         while True:
             d = tap.recv(65536)
@@ -386,6 +386,7 @@ def cmd_latency(a):
     lat, ulat, tap_lat, hop_lat = [], [], [], []
     types = {}
     seen, dup, ooo, last_id = set(), 0, 0, 0
+    ooo_channel, last_in, ooo_samples = 0, {}, []
     for p, kts, uts in received:
         j = json.loads(p)
         t = j.get("type")
@@ -395,9 +396,15 @@ def cmd_latency(a):
             dup += 1
             continue
         seen.add(eid)
-        if eid < last_id:
+        if eid < last_id:  # ids are the outbox's: a later id went out first
             ooo += 1
+            if len(ooo_samples) < 3:
+                ooo_samples.append(f"{eid} ({t} {j.get('channel')}) after {last_id}")
         last_id = max(last_id, eid)
+        ch = j.get("channel")
+        if eid < last_in.get(ch, 0):
+            ooo_channel += 1
+        last_in[ch] = max(last_in.get(ch, 0), eid)
         if t != "progress" or j.get("data", {}).get("id") not in enq["ids"]:
             continue
         ts = rfc3339_us(j["timestamp"])
@@ -418,6 +425,9 @@ def cmd_latency(a):
         log("   enqueue errors: " + "; ".join(enq["samples"]))
     if closed:
         log(f"   WebSocket closed by the server: {closed}")
+    if ooo:
+        log(f"   {ooo} events arrived after one with a higher id ({ooo_channel} of them within one job's channel); "
+            f"e.g. {'; '.join(ooo_samples)}")
     f = lambda v, p: f"{pct(v, p):.2f}"
     if lat:
         log(f"   progress events: {len(lat)}; receipt - timestamp: p50 {f(lat, 50)} ms, p90 {f(lat, 90)} ms, "
@@ -434,15 +444,73 @@ def cmd_latency(a):
           f"user_p50_ms={f(ulat, 50)} user_p99_ms={f(ulat, 99)} user_max_ms={(ulat[-1] if ulat else float('nan')):.2f} "
           f"tap_n={len(tap_lat)} tap_p50_ms={f(tap_lat, 50)} tap_p99_ms={f(tap_lat, 99)} "
           f"hop_p50_ms={f(hop_lat, 50)} hop_p99_ms={f(hop_lat, 99)} jobs={len(enq['ids'])} finished={len(finished)} "
-          f"failed={len(failed)} duplicates={dup} out_of_order={ooo} pings={pings} errors={errors} "
+          f"failed={len(failed)} duplicates={dup} out_of_order={ooo} out_of_order_in_channel={ooo_channel} pings={pings} errors={errors} "
           f"elapsed_s={elapsed:.1f}", flush=True)
     return 0
 
 
 # ---------------------------------------------------------------- fan-out
 
+def frame_need(buf):
+    """Bytes the first frame in buf takes (header and payload), as far as the header tells yet."""
+    if len(buf) < 2:
+        return 2
+    n, h = buf[1] & 0x7F, 2
+    if n == 126:
+        h = 4
+    elif n == 127:
+        h = 10
+    if buf[1] & 0x80:
+        h += 4
+    if len(buf) < h:
+        return h
+    if n == 126:
+        n = struct.unpack_from("!H", buf, 2)[0]
+    elif n == 127:
+        n = struct.unpack_from("!Q", buf, 2)[0]
+    return h + n
+
+
+def pull(c):
+    """Reads whatever frames are queued on c's socket, one frame at a time, so that each frame gets
+    the kernel's receive time of the segment it starts in (a recvmsg reports the time of the last
+    segment it read from). Returns ([(opcode, payload, kernel ts, user ts)], eof kind or None)."""
+    out = []
+    while True:
+        if not c.buf:
+            try:
+                d, kts, uts = recv_ts(c.sock, 2)
+            except BlockingIOError:
+                return out, None
+            except OSError:
+                return out, "reset"
+            if not d:
+                return out, "eof"
+            c.buf += d
+            c.kts_frame = (kts if kts is not None else uts, uts)
+        if c.kts_frame is None:  # bytes left from before the round
+            c.kts_frame = (time.time(), time.time())
+        need = frame_need(c.buf)
+        if len(c.buf) < need:
+            try:
+                d = c.sock.recv(need - len(c.buf))
+            except BlockingIOError:
+                return out, None
+            except OSError:
+                return out, "reset"
+            if not d:
+                return out, "eof"
+            c.buf += d
+            continue
+        frames, used = take_frames(c.buf)
+        op, payload = frames[0]
+        del c.buf[:need]
+        out.append((op, payload) + c.kts_frame)
+        c.kts_frame = None
+
+
 class WsConn:
-    __slots__ = ("sock", "buf", "state", "idx", "tries", "got", "kts", "uts", "evdata")
+    __slots__ = ("sock", "buf", "state", "idx", "tries", "got", "kts", "uts", "evdata", "kts_frame")
 
     def __init__(self, sock, idx, tries):
         self.sock = sock
@@ -453,6 +521,7 @@ class WsConn:
         self.got = -1   # the round whose event this connection has received
         self.kts = self.uts = None
         self.evdata = None
+        self.kts_frame = None
 
 
 def cmd_fanout(a):
@@ -628,6 +697,8 @@ def cmd_fanout(a):
         patch_sock.sendall(req)
         patch_sock.setblocking(False)
         sel.register(patch_sock, selectors.EVENT_READ, None)
+        if a.read_after > 0:
+            time.sleep(a.read_after)  # stay off the CPU while hearth fans out; receipt times are the kernel's
         rdeadline = time.monotonic() + a.round_timeout
         pings = 0
         while (waiting > 0 or presp is None) and time.monotonic() < rdeadline:
@@ -647,32 +718,22 @@ def cmd_fanout(a):
                         del pbuf[:]
                         sel.unregister(patch_sock)
                     continue
-                try:
-                    d, kts, uts = recv_ts(c.sock)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    d, kts, uts = b"", None, time.time()
-                if not d:
-                    if c.got != rnd and c.kts is None:
-                        waiting -= 1
-                    close(c, f"eof_round{rnd + 1}")
-                    continue
-                c.buf += d
-                frames, used = take_frames(c.buf)
-                del c.buf[:used]
-                for op, p in frames:
+                frames, eof = pull(c)
+                for op, p, kts, uts in frames:
                     if op == TEXT and c.got != rnd:
                         c.got = rnd
-                        c.kts = kts if kts is not None else uts
-                        c.uts = uts
+                        c.kts, c.uts = kts, uts
                         c.evdata = p
                         waiting -= 1
                     elif op == PING:
                         pings += 1
                     elif op == CLOSE:
-                        close(c, f"closed_by_server_round{rnd + 1}")
+                        eof = "closed_by_server"
                         break
+                if eof:
+                    if c.got != rnd:
+                        waiting -= 1
+                    close(c, f"{eof}_round{rnd + 1}")
         try:
             sel.unregister(patch_sock)
         except (KeyError, ValueError):
@@ -707,13 +768,16 @@ def cmd_fanout(a):
              "first": rel[0] if rel else float("nan"), "median": pct(rel, 50), "p90": pct(rel, 90),
              "p99": pct(rel, 99), "last": rel[-1] if rel else float("nan"),
              "ulast": urel[-1] if urel else float("nan"), "spread": (rel[-1] - rel[0]) if rel else float("nan"),
-             "evt_ms": ((presp[1] - ts_evt) * 1000) if ts_evt else float("nan"), "status": presp[0]}
+             "evt_ms": ((presp[1] - ts_evt) * 1000) if ts_evt else float("nan"), "status": presp[0],
+             "last_sent": ((max(c.kts for c in got) - t_sent) * 1000) if got else float("nan")}
         rounds.append(r)
         log(f"   round {rnd + 1}: PATCH answered {presp[0]} after {r['resp_ms']:.2f} ms (the event's timestamp is "
             f"{r['evt_ms']:.2f} ms before the answer); {r['got']} of {r['n']} received the event; from the answer: "
             f"first {r['first']:.2f} ms, median {r['median']:.2f} ms, p90 {r['p90']:.2f} ms, p99 {r['p99']:.2f} ms, "
-            f"last {r['last']:.2f} ms (first to last {r['spread']:.2f} ms; this client had read the last one "
-            f"{r['ulast']:.2f} ms after the answer){'; ' + str(pings) + ' pings' if pings else ''}")
+            f"last {r['last']:.2f} ms (first to last {r['spread']:.2f} ms; last {r['last_sent']:.2f} ms after the "
+            f"PATCH was sent"
+            + (f"; this client read the last one {r['ulast']:.2f} ms after the answer" if a.read_after <= 0 else "")
+            + f"){'; ' + str(pings) + ' pings' if pings else ''}")
         time.sleep(a.pause)
 
     held_after = rss_kb(a.pid)
@@ -724,7 +788,7 @@ def cmd_fanout(a):
     time.sleep(2.0)
     rss_after = rss_kb(a.pid)
     log(f"   server VmRSS after the rounds, still open: {held_after / 1024:.1f} MB; all closed (2 s later): "
-        f"{rss_after / 1024:.1f} MB")
+        f"{rss_after / 1024:.1f} MB; peak (VmHWM) {rss_kb(a.pid, 'VmHWM:') / 1024:.1f} MB")
     if errors:
         log("   errors/notes by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(errors.items())))
     ok_rounds = [r for r in rounds if r]
@@ -770,6 +834,8 @@ def main():
     p.add_argument("--property", type=int, default=0)
     p.add_argument("--timeout", type=float, default=120.0, help="time limit for opening (s)")
     p.add_argument("--round-timeout", type=float, default=30.0)
+    p.add_argument("--read-after", type=float, default=1.0,
+                   help="after the PATCH, sleep this long before reading (0: read as events come)")
     a = ap.parse_args()
     return cmd_latency(a) if a.cmd == "latency" else cmd_fanout(a)
 

@@ -7,8 +7,8 @@
  * publishes them again, and streams drop what they have seen by event id. Publishing means: with
  * Redis, PUBLISH on hearth:ev:SPACE (and XADD to the stream hearth:events:SPACE), which every
  * instance's subscription hands to its own streams; without Redis, straight to this process's
- * streams (server_publish). The relay also prunes: published events after a day, finished jobs and
- * their uploads after a week.
+ * streams (server_publish). Old events, jobs and uploads are pruned by the `prune` job (jobs.c),
+ * which a schedule runs every hour.
  *
  * GET /api/events?channel= streams them (text/event-stream): property:ID to anyone, job:ID to the
  * job's creator and admins, jobs (every job) to admins; Last-Event-ID (the header, or
@@ -34,9 +34,6 @@
 #define RELAY_POLL_MS 50          /* without NOTIFY (SQLite) */
 #define RELAY_IDLE_MS 1000        /* with NOTIFY: a safety net */
 #define RELAY_RETRY_MS 1000       /* after a failed publish */
-#define PRUNE_EVERY_US 60000000LL
-#define EVENTS_KEEP_US (24LL * 3600 * 1000000)
-#define JOBS_KEEP_US (7LL * 24 * 3600 * 1000000)
 #define REPLAY_MAX 1000
 #define STREAM_MAXLEN 100000
 
@@ -215,37 +212,6 @@ static int relay_batch(void)
     return n;
 }
 
-static void prune(void)
-{
-    store_t *s = relay.store;
-    err_t e;
-    err_clear(&e);
-    store_conn_t *c = s->ops->acquire(s, 5000, &e);
-    if (!c)
-        return;
-    arena_t a;
-    arena_init(&a);
-    int64_t now = time_now_us();
-    const char *v1[] = {arena_printf(&a, "%lld", (long long)(now - EVENTS_KEEP_US))};
-    const char *v2[] = {arena_printf(&a, "%lld", (long long)(now - JOBS_KEEP_US))};
-    store_rows_t r;
-    bool ok = s->ops->query(c, "DELETE FROM outbox_events WHERE published_at IS NOT NULL AND published_at < CAST($1 AS BIGINT)",
-                            1, v1, &a, &r, &e) &&
-              /* an upload goes with its job, once that has finished (or when it never got one) */
-              s->ops->query(c,
-                            "DELETE FROM uploads WHERE created_at < CAST($1 AS BIGINT) AND (job_id IS NULL OR job_id IN"
-                            " (SELECT id FROM jobs WHERE status IN ('succeeded', 'dead', 'cancelled')"
-                            " AND finished_at < CAST($1 AS BIGINT)))",
-                            1, v2, &a, &r, &e) &&
-              s->ops->query(c,
-                            "DELETE FROM jobs WHERE status IN ('succeeded', 'dead', 'cancelled') AND finished_at < CAST($1 AS BIGINT)",
-                            1, v2, &a, &r, &e);
-    if (!ok)
-        log_warn("relay: pruning failed: %s", e.message);
-    arena_free(&a);
-    s->ops->release(s, c);
-}
-
 static void relay_wake(void *arg)
 {
     (void)arg;
@@ -274,7 +240,6 @@ static void relay_wait(int ms)
 static void *relay_main(void *arg)
 {
     (void)arg;
-    int64_t last_prune = 0;
     bool failing = false;
     while (!atomic_load(&relay.stop)) {
         int n = relay_batch();
@@ -288,10 +253,6 @@ static void *relay_main(void *arg)
         if (failing)
             log_info("relay: publishing again");
         failing = false;
-        if (time_now_us() - last_prune > PRUNE_EVERY_US) {
-            prune();
-            last_prune = time_now_us();
-        }
         if (n < RELAY_BATCH)
             relay_wait(relay.listener ? RELAY_IDLE_MS : RELAY_POLL_MS);
     }

@@ -365,6 +365,7 @@ bool config_load(config_t *c, char *why, size_t n)
     if (v && !parse_size(v, &c->max_body))
         return fail(why, n, "HEARTH_MAX_BODY", "a size in bytes, optionally with k, M or G (for example 1M)", v);
 
+    c->schedules = env_str("HEARTH_SCHEDULES");
     v = env_str("HEARTH_TEST_JOBS");
     if (v) {
         if (strcmp(v, "1") != 0 && strcmp(v, "0") != 0)

@@ -57,6 +57,7 @@ typedef struct config {
     int job_workers;  /* HEARTH_JOB_WORKERS: job runner threads inside `serve` (0: none) */
     int job_lease_ms; /* HEARTH_JOB_LEASE_MS */
     bool test_jobs;   /* HEARTH_TEST_JOBS=1: the test.* job types (tests only) */
+    const char *schedules; /* HEARTH_SCHEDULES: recurring jobs (domain/schedule.h), checked by serve */
 } config_t;
 
 extern config_t g_config;

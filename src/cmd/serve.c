@@ -10,6 +10,7 @@
 #include "../base/util.h"
 #include "../domain/import.h"
 #include "../domain/jobs.h"
+#include "../domain/schedule.h"
 #include "../infra/cache.h"
 #include "../infra/redis.h"
 #include "../net/ratelimit_mw.h"
@@ -78,6 +79,13 @@ int cmd_serve(int argc, char **argv)
             return usage();
         }
     }
+    static schedule_t schedules[SCHEDULE_MAX];
+    int nschedules = 0;
+    char why[300];
+    if (!schedule_parse_list(cfg->schedules, schedules, &nschedules, why, sizeof why)) {
+        fprintf(stderr, "hearth: HEARTH_SCHEDULES: %s\n", why);
+        return 2;
+    }
     /* the worker pool is libuv's; its size is read once, at first use */
     char nthreads[16];
     snprintf(nthreads, sizeof nthreads, "%d", cfg->workers);
@@ -137,8 +145,10 @@ int cmd_serve(int argc, char **argv)
         if (!(jobs = worker_start(s, &wc, &e)))
             fprintf(stderr, "hearth: %s\n", e.message);
     }
-    bool ok = (cfg->job_workers == 0 || jobs) && events_start(s, redis, cfg->database_url, &e) &&
-              ratelimit_mw_start(cfg, redis, &e) && server_run(cfg, &e);
+    scheduler_t *sched = (cfg->job_workers == 0 || jobs) ? scheduler_start(s, schedules, nschedules, &e) : NULL;
+    bool ok = sched && events_start(s, redis, cfg->database_url, &e) && ratelimit_mw_start(cfg, redis, &e) &&
+              server_run(cfg, &e);
+    scheduler_stop(sched);
     worker_stop(jobs, cfg->shutdown_timeout_ms); /* running jobs finish or are given back */
     events_stop();
     if (!ok)

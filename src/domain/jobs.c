@@ -3,6 +3,7 @@
  *   noop     does nothing and succeeds: a probe of the queue itself (and the benchmark's job).
  *   import   imports an uploaded file (POST /api/imports): payload {"upload_id", "format",
  *            "source", "owner_id"}; progress by rows written; the result is the import's summary.
+ *   prune    deletes old events, finished jobs and their uploads (the hourly `prune` schedule).
  *
  * With HEARTH_TEST_JOBS=1 (tests only, never in production) three more: test.record appends its
  * job id to DATA_DIR/test-jobs.log when it succeeds (exactly-once checks), optionally after
@@ -122,6 +123,70 @@ static job_outcome_t job_import(job_ctx_t *ctx, const job_t *job, buf_t *result,
     return out;
 }
 
+/* Pruning ------------------------------------------------------------------------------------------
+ * Published events after a day; finished jobs after a week, and the uploads of those jobs. Run
+ * hourly by the `prune` schedule (schedule.h); payload {"events_hours": N, "jobs_days": N} to
+ * change the periods. */
+
+#define EVENTS_KEEP_H 24
+#define JOBS_KEEP_D 7
+
+static job_outcome_t job_prune(job_ctx_t *ctx, const job_t *job, buf_t *result, char *error, size_t errlen)
+{
+    json_t *p = json_loads(job->payload, 0, NULL);
+    json_t *ehj = json_object_get(p, "events_hours"), *jdj = json_object_get(p, "jobs_days");
+    json_int_t eh = json_is_integer(ehj) ? json_integer_value(ehj) : EVENTS_KEEP_H;
+    json_int_t jd = json_is_integer(jdj) ? json_integer_value(jdj) : JOBS_KEEP_D;
+    json_decref(p);
+    if (eh < 0 || jd < 0 || eh > 24 * 3650 || jd > 3650) {
+        snprintf(error, errlen, "events_hours and jobs_days must be from 0 to ten years");
+        return JOB_FAIL;
+    }
+    int64_t now = time_now_us();
+    int64_t events_before = now - eh * 3600LL * 1000000;
+    int64_t jobs_before = now - jd * 86400LL * 1000000;
+    store_t *s = job_store(ctx);
+    err_t e;
+    err_clear(&e);
+    arena_t a;
+    arena_init(&a);
+    const char *v1[] = {arena_printf(&a, "%lld", (long long)events_before)};
+    const char *v2[] = {arena_printf(&a, "%lld", (long long)jobs_before)};
+    store_rows_t r1 = {0}, r2 = {0}, r3 = {0};
+    store_conn_t *c = s->ops->acquire(s, 5000, &e);
+    bool ok = c && s->ops->begin(c, &e);
+    if (ok) {
+        ok = s->ops->query(c, "DELETE FROM outbox_events WHERE published_at IS NOT NULL AND published_at < CAST($1 AS BIGINT)",
+                           1, v1, &a, &r1, &e) &&
+             /* an upload goes with its job, once that has finished (or when it never got one) */
+             s->ops->query(c,
+                           "DELETE FROM uploads WHERE created_at < CAST($1 AS BIGINT) AND (job_id IS NULL OR job_id IN"
+                           " (SELECT id FROM jobs WHERE status IN ('succeeded', 'dead', 'cancelled')"
+                           " AND finished_at < CAST($1 AS BIGINT)))",
+                           1, v2, &a, &r2, &e) &&
+             s->ops->query(c,
+                           "DELETE FROM jobs WHERE status IN ('succeeded', 'dead', 'cancelled') AND finished_at < CAST($1 AS BIGINT)",
+                           1, v2, &a, &r3, &e);
+        if (ok)
+            ok = s->ops->end(c, true, &e);
+        else {
+            err_t ignore;
+            err_clear(&ignore);
+            s->ops->end(c, false, &ignore);
+        }
+    }
+    if (c)
+        s->ops->release(s, c);
+    arena_free(&a);
+    if (!ok) {
+        snprintf(error, errlen, "%s", e.message);
+        return JOB_RETRY;
+    }
+    buf_printf(result, "{\"events\":%lld,\"uploads\":%lld,\"jobs\":%lld}", (long long)r1.changes, (long long)r2.changes,
+               (long long)r3.changes);
+    return JOB_DONE;
+}
+
 /* Test handlers --------------------------------------------------------------------------------- */
 
 static bool sleep_with_progress(job_ctx_t *ctx, const job_t *job)
@@ -175,6 +240,7 @@ void jobs_register(const char *data_dir, bool test_handlers, void (*listings_cha
     changed = listings_changed;
     worker_register("noop", job_noop);
     worker_register("import", job_import);
+    worker_register("prune", job_prune);
     if (test_handlers) {
         snprintf(test_log, sizeof test_log, "%s/test-jobs.log", data_dir);
         worker_register("test.record", job_test_record);

@@ -161,6 +161,30 @@ class JobsTest(JobsBase):
 
 
 
+class PruneTest(JobsBase):
+    ENV = dict(JobsBase.ENV, HEARTH_JOB_WORKERS="1")
+
+    def test_prune_job(self):
+        jid = self.enqueue("noop")["id"]
+        self.wait_status(jid, ("succeeded",))
+        time.sleep(0.5)  # the relay publishes the job's events (they are pruned once published)
+        pid = self.enqueue("prune", {"events_hours": 0, "jobs_days": 0})["id"]
+        j = self.wait_status(pid, ("succeeded",))
+        self.assertGreaterEqual(j["result"]["jobs"], 1)
+        self.assertGreaterEqual(j["result"]["events"], 1)
+        self.assert_error(self.request("GET", "/api/jobs/%d" % jid, token=self.server.admin_token()), 404, "not_found")
+        bad = self.enqueue("prune", {"jobs_days": -1})["id"]
+        self.assertIn("jobs_days", self.wait_status(bad, ("dead",))["error"])
+
+    def test_bad_schedules_stop_start_up(self):
+        for spec in ("x=61 * * * *", "nameonly", "x=* * * * * noop [1]"):
+            r = subprocess.run([harness.BIN, "serve", "--listen", "127.0.0.1:0"], env=base_env(self.server.data_dir,
+                               dict(self.server.extra_env, HEARTH_SCHEDULES=spec)), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2, (spec, r.stderr))
+            self.assertIn("HEARTH_SCHEDULES", r.stderr)
+
+
 class ExactlyOnceTest(JobsBase):
     """At the default lease (30 s) no lease expires during a run, so no job runs twice: the side
     effect of a succeeded job happens exactly once. (A lease that expires under a running job lets
