@@ -144,36 +144,26 @@ static int relay_batch(void)
     arena_t a;
     arena_init(&a);
     int n = -1;
-    store_rows_t r, lock;
-    /* a read first: an idle relay never takes the write lock (SQLite) */
-    if (!s->ops->query(c, "SELECT 1 FROM outbox_events WHERE published_at IS NULL LIMIT 1", 0, NULL, &a, &r, &e) ||
-        r.nrows == 0) {
+    store_rows_t r;
+    /* SQLite: a read first, so that an idle relay never takes the write lock */
+    if (!is_postgres(c) &&
+        (!s->ops->query(c, "SELECT 1 FROM outbox_events WHERE published_at IS NULL LIMIT 1", 0, NULL, &a, &r, &e) ||
+         r.nrows == 0)) {
         arena_free(&a);
         s->ops->release(s, c);
         return e.code == ERR_NONE ? 0 : -1;
     }
     /* one relay at a time, so events go out in id order: on PostgreSQL a transaction-scoped
-     * advisory lock (another instance's relay has it: nothing to do now), on SQLite the write lock
-     * BEGIN IMMEDIATE takes */
-    bool mine = true;
-    if (s->ops->begin(c, &e) && is_postgres(c)) {
-        if (!s->ops->query(c, "SELECT pg_try_advisory_xact_lock(7236100302)", 0, NULL, &a, &lock, &e))
-            mine = false, n = -2;
-        else
-            mine = lock.nrows == 1 && store_cell(&lock, 0, 0) && store_cell(&lock, 0, 0)[0] == 't';
-    }
-    if (!mine) {
-        err_t ignore;
-        err_clear(&ignore);
-        s->ops->end(c, false, &ignore);
-        arena_free(&a);
-        s->ops->release(s, c);
-        return n == -2 ? -1 : 0;
-    }
-    if (e.code == ERR_NONE &&
+     * advisory lock, taken in the same statement (another instance's relay has it: no rows, nothing
+     * to do now); on SQLite the write lock BEGIN IMMEDIATE takes */
+    if (s->ops->begin(c, &e) &&
         s->ops->query(c,
-                      "SELECT id, channel, type, data, created_at, owner_id FROM outbox_events WHERE published_at IS NULL"
-                      " ORDER BY id LIMIT 100",
+                      is_postgres(c)
+                          ? "WITH relay AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(7236100302) AS mine)"
+                            " SELECT id, channel, type, data, created_at, owner_id FROM outbox_events, relay"
+                            " WHERE relay.mine AND published_at IS NULL ORDER BY id LIMIT 100"
+                          : "SELECT id, channel, type, data, created_at, owner_id FROM outbox_events WHERE published_at IS NULL"
+                            " ORDER BY id LIMIT 100",
                       0, NULL, &a, &r, &e)) {
         int published = 0;
         for (; published < r.nrows; published++) {

@@ -112,6 +112,21 @@ store_t *job_store(job_ctx_t *ctx) { return ctx->pool->store; }
 
 bool job_should_stop(job_ctx_t *ctx) { return ctx->lost || atomic_load(&ctx->pool->stop_running); }
 
+typedef struct progress_arg {
+    int64_t id;
+    const char *holder;
+    int pct;
+    const char *message;
+} progress_arg_t;
+
+static bool in_tx(store_t *s, bool (*fn)(store_conn_t *, void *, err_t *), void *arg, err_t *e);
+
+static bool do_progress(store_conn_t *c, void *arg, err_t *e)
+{
+    progress_arg_t *p = arg;
+    return queue_progress(c, p->id, p->holder, p->pct, p->message, e);
+}
+
 bool job_progress(job_ctx_t *ctx, int pct, const char *message)
 {
     if (job_should_stop(ctx))
@@ -122,12 +137,10 @@ bool job_progress(job_ctx_t *ctx, int pct, const char *message)
     ctx->last_progress_us = now;
     err_t e;
     err_clear(&e);
-    store_conn_t *c = ctx->pool->store->ops->acquire(ctx->pool->store, ACQUIRE_MS, &e);
-    if (!c)
-        return true; /* the database is busy: progress is best effort, the job goes on */
-    bool ok = queue_progress(c, ctx->job->id, ctx->slot->holder, pct, message, &e);
-    ctx->pool->store->ops->release(ctx->pool->store, c);
-    if (!ok && e.code == ERR_CONFLICT)
+    progress_arg_t p = {ctx->job->id, ctx->slot->holder, pct, message};
+    /* the row and its progress event commit together (or, the database busy, not at all: progress
+     * is best effort and the job goes on) */
+    if (!in_tx(ctx->pool->store, do_progress, &p, &e) && e.code == ERR_CONFLICT)
         ctx->lost = true;
     return !job_should_stop(ctx);
 }

@@ -55,10 +55,10 @@ class WebSocketTest(ServerTestCase):
         admin = self.server.admin_token()
         owner_ws, admin_ws, other_ws = self.ws(admin, query=True), self.ws(admin), self.ws(agent["access_token"])
         try:
+            self.subscribe(admin_ws, "jobs")  # before the job exists: sees all of it
             jid = self.enqueue({"sleep_ms": 600})
             for w in (owner_ws, other_ws):
                 self.subscribe(w, "job:%d" % jid)
-            self.subscribe(admin_ws, "jobs")
             got = []
             while not got or got[-1]["type"] != "job_complete":
                 got.append(owner_ws.recv_json())
