@@ -7,7 +7,7 @@ this single-threaded Python process got round to reading them (that time is repo
 "user"). hearth's event `timestamp` is CLOCK_REALTIME of the same machine.
 
   ws_client.py latency --port P --email E --password PW [--jobs 96] [--job-ms 3000]
-                       [--redis HOST:PORT] [--timeout 300]
+                       [--redis HOST:PORT] [--timeout 300] [--dump FILE.csv]
     Logs in, opens one WebSocket with the admin's token and subscribes to "jobs", optionally
     PSUBSCRIBEs to hearth:ev:* on Redis itself (a tap: when the relay's PUBLISH left Redis), then
     enqueues JOBS test.sleep jobs ({"sleep_ms": JOB_MS}) from a second thread and reads events
@@ -15,17 +15,24 @@ this single-threaded Python process got round to reading them (that time is repo
     Last line:
       RESULT events=.. p50_ms=.. p90_ms=.. p99_ms=.. max_ms=.. mean_ms=.. user_p50_ms=..
              user_p99_ms=.. user_max_ms=.. tap_n=.. tap_p50_ms=.. tap_p99_ms=.. hop_p50_ms=..
-             hop_p99_ms=.. jobs=.. finished=.. failed=.. duplicates=.. out_of_order=.. errors=..
+             hop_p99_ms=.. jobs=.. finished=.. failed=.. duplicates=.. out_of_order=..
+             out_of_order_in_channel=.. pings=.. errors=.. elapsed_s=..
+    (tap_*: timestamp -> the PUBLISH leaving Redis; hop_*: leaving Redis -> the WebSocket.)
 
   ws_client.py fanout --port P --pid SERVER_PID --email E --password PW [--conns 10000]
-                      [--sources 4] [--rounds 3] [--property ID] [--inflight 200]
+                      [--sources 4] [--rounds 3] [--property ID] [--inflight 200] [--read-after 1]
     Opens CONNS anonymous WebSockets (selectors, non-blocking, source addresses 127.0.0.1..N
     round-robin, at most INFLIGHT handshakes outstanding; a 503 is retried), subscribes each to
     property:ID and waits for every "subscribed"; reads the server's VmRSS; then ROUNDS times
-    sends one PATCH /api/properties/ID (admin token) and measures, from the PATCH's response
-    (its receipt), when each connection received the property_updated event. Last line:
-      RESULT conns=.. subscribed=.. rounds=.. received_min=.. first_ms=.. median_ms=.. last_ms=..
-             worst_last_ms=.. rss_before_kb=.. rss_held_kb=.. rss_after_kb=.. errors=..
+    sends one PATCH /api/properties/ID (admin token), sleeps READ_AFTER s (default 1: the client
+    stays off the CPU while hearth writes; receipt times are the kernel's anyway) and reads each
+    connection frame by frame (each frame gets the receive time of the segment it starts in).
+    Times are from the PATCH's answer (its receipt), from the event's timestamp and from the
+    PATCH being sent. The headline round is the median one by its last receipt. Last line:
+      RESULT conns=.. subscribed=.. rounds=.. received_min=.. round=.. first_ms=.. median_ms=..
+             p99_ms=.. last_ms=.. spread_ms=.. ts_last_ms=.. sent_last_ms=.. resp_ms=.. lasts_ms=..
+             spreads_ms=.. sent_lasts_ms=.. resps_ms=.. received=.. rss_before_kb=.. rss_held_kb=..
+             rss_after_kb=.. retries_503=.. errors=..
 """
 import argparse
 import base64
@@ -262,7 +269,7 @@ def cmd_latency(a):
         if not d:
             die("the server closed the WebSocket before answering the subscription")
         buf += d
-    log(f"   WebSocket open as the admin, subscribed to \"jobs\"")
+    log("   WebSocket open as the admin, subscribed to \"jobs\"")
 
     tap = None
     if a.redis:
@@ -415,6 +422,43 @@ def cmd_latency(a):
         if tk is not None:
             tap_lat.append((tk - ts) * 1000)
             hop_lat.append((rk - tk) * 1000)
+    if a.dump:
+        with open(a.dump, "w") as f:
+            f.write("id,type,channel,timestamp,tap_kernel,ws_kernel,ws_user\n")
+            for p, kts, uts in received:
+                j = json.loads(p)
+                tk = taps.get(j.get("id"))
+                f.write(f"{j.get('id')},{j.get('type')},{j.get('channel')},{rfc3339_us(j['timestamp']):.6f},"
+                        f"{'' if tk is None else '%.6f' % tk},{'' if kts is None else '%.6f' % kts},{uts:.6f}\n")
+    # late events: are they spread out, or a few stalls that hit several at once?
+    late = []
+    for p, kts, uts in received:
+        j = json.loads(p)
+        if j.get("type") == "progress":
+            ts = rfc3339_us(j["timestamp"])
+            d = ((kts if kts is not None else uts) - ts) * 1000
+            if d > a.late_ms:
+                late.append((ts, d, taps.get(j.get("id"))))
+    late.sort()
+    bursts = []
+    for ts, d, tk in late:
+        if bursts and ts - bursts[-1]["end"] < 0.2:
+            b = bursts[-1]
+            b["n"] += 1
+            b["max"] = max(b["max"], d)
+            b["end"] = ts
+            b["redis"] += 1 if tk is not None and (tk - ts) * 1000 > a.late_ms else 0
+        else:
+            bursts.append({"start": ts, "end": ts, "n": 1, "max": d,
+                           "redis": 1 if tk is not None and (tk - ts) * 1000 > a.late_ms else 0})
+    if late:
+        t_first = min(rfc3339_us(json.loads(p)["timestamp"]) for p, _, _ in received)
+        desc = "; ".join(f"t={b['start'] - t_first:.1f} s: {b['n']} (max {b['max']:.1f} ms, {b['redis']} already late "
+                         f"out of Redis)" for b in sorted(bursts, key=lambda b: -b["max"])[:6])
+        late_msg = (f"   {len(late)} progress events later than {a.late_ms:g} ms, in {len(bursts)} bursts (events "
+                    f"less than 200 ms apart), worst first: {desc}")
+    else:
+        late_msg = f"   no progress event later than {a.late_ms:g} ms"
     for v in (lat, ulat, tap_lat, hop_lat):
         v.sort()
     nk = sum(1 for _, k, _ in received if k is not None)
@@ -438,6 +482,7 @@ def cmd_latency(a):
         log(f"   split at the Redis tap ({len(tap_lat)} events): timestamp -> out of Redis p50 {f(tap_lat, 50)} ms, "
             f"p90 {f(tap_lat, 90)} ms, p99 {f(tap_lat, 99)} ms, max {tap_lat[-1]:.2f} ms; out of Redis -> WebSocket "
             f"p50 {f(hop_lat, 50)} ms, p90 {f(hop_lat, 90)} ms, p99 {f(hop_lat, 99)} ms, max {hop_lat[-1]:.2f} ms")
+    log(late_msg)
     errors = enq["errors"] + len(failed) + (1 if closed else 0) + (len(enq["ids"]) - len(finished) - len(failed))
     print(f"RESULT events={len(lat)} p50_ms={f(lat, 50)} p90_ms={f(lat, 90)} p99_ms={f(lat, 99)} "
           f"max_ms={(lat[-1] if lat else float('nan')):.2f} mean_ms={(sum(lat) / len(lat) if lat else float('nan')):.2f} "
@@ -764,20 +809,23 @@ def cmd_fanout(a):
                 pass
         rel = sorted((c.kts - presp[1]) * 1000 for c in got)
         urel = sorted((c.uts - presp[1]) * 1000 for c in got)
-        r = {"n": len(targets), "got": len(got), "resp_ms": (presp[1] - t_sent) * 1000,
-             "first": rel[0] if rel else float("nan"), "median": pct(rel, 50), "p90": pct(rel, 90),
-             "p99": pct(rel, 99), "last": rel[-1] if rel else float("nan"),
-             "ulast": urel[-1] if urel else float("nan"), "spread": (rel[-1] - rel[0]) if rel else float("nan"),
-             "evt_ms": ((presp[1] - ts_evt) * 1000) if ts_evt else float("nan"), "status": presp[0],
-             "last_sent": ((max(c.kts for c in got) - t_sent) * 1000) if got else float("nan")}
+        nan = float("nan")
+        last_k = max((c.kts for c in got), default=None)
+        r = {"n": len(targets), "got": len(got), "resp_ms": (presp[1] - t_sent) * 1000, "status": presp[0],
+             "first": rel[0] if rel else nan, "median": pct(rel, 50), "p90": pct(rel, 90),
+             "p99": pct(rel, 99), "last": rel[-1] if rel else nan,
+             "ulast": urel[-1] if urel else nan, "spread": (rel[-1] - rel[0]) if rel else nan,
+             "evt_ms": ((presp[1] - ts_evt) * 1000) if ts_evt else nan,
+             "sent_last": ((last_k - t_sent) * 1000) if got else nan,
+             "ts_last": ((last_k - ts_evt) * 1000) if got and ts_evt else nan}
         rounds.append(r)
-        log(f"   round {rnd + 1}: PATCH answered {presp[0]} after {r['resp_ms']:.2f} ms (the event's timestamp is "
-            f"{r['evt_ms']:.2f} ms before the answer); {r['got']} of {r['n']} received the event; from the answer: "
-            f"first {r['first']:.2f} ms, median {r['median']:.2f} ms, p90 {r['p90']:.2f} ms, p99 {r['p99']:.2f} ms, "
-            f"last {r['last']:.2f} ms (first to last {r['spread']:.2f} ms; last {r['last_sent']:.2f} ms after the "
-            f"PATCH was sent"
+        log(f"   round {rnd + 1}: PATCH answered {presp[0]} {r['resp_ms']:.2f} ms after it was sent (its event's "
+            f"timestamp {r['evt_ms']:.2f} ms before the answer); {r['got']} of {r['n']} received the event; "
+            f"from the answer: first {r['first']:.2f} ms, median {r['median']:.2f} ms, p90 {r['p90']:.2f} ms, "
+            f"p99 {r['p99']:.2f} ms, last {r['last']:.2f} ms; first to last {r['spread']:.2f} ms; last "
+            f"{r['ts_last']:.2f} ms after the event's timestamp, {r['sent_last']:.2f} ms after the PATCH was sent"
             + (f"; this client read the last one {r['ulast']:.2f} ms after the answer" if a.read_after <= 0 else "")
-            + f"){'; ' + str(pings) + ' pings' if pings else ''}")
+            + (f"; {pings} pings" if pings else ""))
         time.sleep(a.pause)
 
     held_after = rss_kb(a.pid)
@@ -793,18 +841,19 @@ def cmd_fanout(a):
         log("   errors/notes by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(errors.items())))
     ok_rounds = [r for r in rounds if r]
     recv_min = min((r["got"] for r in ok_rounds), default=0) if len(ok_rounds) == len(rounds) else 0
-    first = ok_rounds[0] if ok_rounds else None
     nan = float("nan")
-    worst = max((r["last"] for r in ok_rounds), default=nan)
+    # the headline round: the median one by its last receipt
+    by_last = sorted(ok_rounds, key=lambda r: r["sent_last"])
+    m = by_last[(len(by_last) - 1) // 2] if by_last else None
+    g = lambda k: m[k] if m else nan
     series = lambda k: ",".join("%.1f" % r[k] for r in ok_rounds) or "-"
     hard_errors = sum(v for k, v in errors.items() if k != "status_503_retried")
     print(f"RESULT conns={a.conns} subscribed={subscribed} open_s={t1 - t0:.2f} rounds={len(rounds)} "
-          f"received_min={recv_min} first_ms={first['first'] if first else nan:.2f} "
-          f"median_ms={first['median'] if first else nan:.2f} p99_ms={first['p99'] if first else nan:.2f} "
-          f"last_ms={first['last'] if first else nan:.2f} user_last_ms={first['ulast'] if first else nan:.2f} "
-          f"resp_ms={first['resp_ms'] if first else nan:.2f} "
-          f"lasts_ms={series('last')} medians_ms={series('median')} firsts_ms={series('first')} "
-          f"received={','.join(str(r['got']) for r in ok_rounds)} worst_last_ms={worst:.2f} "
+          f"received_min={recv_min} round={ok_rounds.index(m) + 1 if m else 0} first_ms={g('first'):.2f} "
+          f"median_ms={g('median'):.2f} p99_ms={g('p99'):.2f} last_ms={g('last'):.2f} spread_ms={g('spread'):.2f} "
+          f"ts_last_ms={g('ts_last'):.2f} sent_last_ms={g('sent_last'):.2f} resp_ms={g('resp_ms'):.2f} "
+          f"lasts_ms={series('last')} spreads_ms={series('spread')} sent_lasts_ms={series('sent_last')} "
+          f"resps_ms={series('resp_ms')} received={','.join(str(r['got']) for r in ok_rounds)} "
           f"open_at_end={nlive} rss_before_kb={rss_before} rss_held_kb={rss_held} rss_after_kb={rss_after} "
           f"retries_503={retries} errors={hard_errors}", flush=True)
     return 0
@@ -821,6 +870,8 @@ def main():
     p.add_argument("--job-ms", type=int, default=3000)
     p.add_argument("--redis", default="", help="HOST:PORT of Redis for the tap (empty: no tap)")
     p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--dump", default="", help="write every event received (CSV) to this file")
+    p.add_argument("--late-ms", type=float, default=5.0, help="events later than this are listed by burst")
     p = sub.add_parser("fanout")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--pid", type=int, required=True)
