@@ -153,7 +153,9 @@ bool queue_claim(store_conn_t *c, const char *const *queues, int nqueues, const 
                        nqueues > 0 ? queues[0] : "",
                        nqueues > 1 ? queues[1] : "",
                        nqueues > 2 ? queues[2] : ""};
-    /* one statement: pick the first runnable job and take its lease */
+    /* one statement: pick the first runnable job and take its lease. The walk follows jobs_claim
+     * (live jobs in claim order) and stops at the first runnable one; SQLite is told to, as
+     * without statistics it may pick another index and sort every live job to take one */
     const char *sql = is_postgres(c)
                           ? "UPDATE jobs SET status = 'running', lease_holder = $1, lease_expires_at = CAST($2 AS BIGINT),"
                             " attempts = attempts + 1, started_at = COALESCE(started_at, CAST($3 AS BIGINT)),"
@@ -165,7 +167,7 @@ bool queue_claim(store_conn_t *c, const char *const *queues, int nqueues, const 
                             " RETURNING " JOB_COLUMNS
                           : "UPDATE jobs SET status = 'running', lease_holder = $1, lease_expires_at = CAST($2 AS BIGINT),"
                             " attempts = attempts + 1, started_at = COALESCE(started_at, CAST($3 AS BIGINT)),"
-                            " updated_at = CAST($3 AS BIGINT) WHERE id = (SELECT id FROM jobs"
+                            " updated_at = CAST($3 AS BIGINT) WHERE id = (SELECT id FROM jobs INDEXED BY jobs_claim"
                             " WHERE status IN ('queued', 'failed', 'running') AND queue IN ($4, $5, $6)"
                             " AND ((status <> 'running' AND run_at <= CAST($3 AS BIGINT))"
                             " OR (status = 'running' AND lease_expires_at < CAST($3 AS BIGINT)))"
