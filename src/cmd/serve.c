@@ -60,6 +60,18 @@ static bool load_demo(store_t *s)
 
 static void listings_changed(void) { respcache_invalidate(); }
 
+/* SIGTERM: the job runners stop claiming at once and their running jobs share the grace period with
+ * the HTTP drain (worker_stop gets what is left of it). */
+static worker_pool_t *stopping_jobs;
+static int64_t stop_deadline_us;
+
+static void on_stop(void *arg)
+{
+    const config_t *cfg = arg;
+    stop_deadline_us = time_now_us() + (int64_t)cfg->shutdown_timeout_ms * 1000;
+    worker_quiesce(stopping_jobs);
+}
+
 int cmd_serve(int argc, char **argv)
 {
     config_t *cfg = &g_config;
@@ -146,10 +158,13 @@ int cmd_serve(int argc, char **argv)
             fprintf(stderr, "hearth: %s\n", e.message);
     }
     scheduler_t *sched = (cfg->job_workers == 0 || jobs) ? scheduler_start(s, schedules, nschedules, &e) : NULL;
+    stopping_jobs = jobs;
+    server_on_stop(on_stop, cfg);
     bool ok = sched && events_start(s, redis, cfg->database_url, &e) && ratelimit_mw_start(cfg, redis, &e) &&
               server_run(cfg, &e);
     scheduler_stop(sched);
-    worker_stop(jobs, cfg->shutdown_timeout_ms); /* running jobs finish or are given back */
+    int64_t left_ms = stop_deadline_us ? (stop_deadline_us - time_now_us()) / 1000 : cfg->shutdown_timeout_ms;
+    worker_stop(jobs, left_ms > 0 ? (int)left_ms : 0); /* running jobs finish or are given back */
     events_stop();
     if (!ok)
         fprintf(stderr, "hearth: %s\n", e.message);

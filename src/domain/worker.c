@@ -425,6 +425,14 @@ worker_pool_t *worker_start(store_t *s, const worker_config_t *cfg, err_t *e)
     return w;
 }
 
+void worker_quiesce(worker_pool_t *w)
+{
+    if (!w)
+        return;
+    atomic_store(&w->stopping, true);
+    worker_wake();
+}
+
 void worker_stop(worker_pool_t *w, int grace_ms)
 {
     if (!w)

@@ -57,6 +57,8 @@ typedef struct worker_config {
 worker_pool_t *worker_start(store_t *s, const worker_config_t *cfg, err_t *e);
 /* A job was enqueued in this process: idle threads look at once. Safe from any thread. */
 void worker_wake(void);
+/* Stops claiming new jobs now; running ones go on (worker_stop waits for them). Any thread. */
+void worker_quiesce(worker_pool_t *w);
 /* Stops claiming; running jobs may finish within grace_ms, then they are asked to stop (job_progress
  * returns false) and released. Joins every thread. */
 void worker_stop(worker_pool_t *w, int grace_ms);

@@ -1177,6 +1177,14 @@ static void *loop_main(void *arg)
 }
 
 static volatile sig_atomic_t stop_requested;
+static void (*stop_hook)(void *);
+static void *stop_hook_arg;
+
+void server_on_stop(void (*fn)(void *arg), void *arg)
+{
+    stop_hook = fn;
+    stop_hook_arg = arg;
+}
 
 static void on_signal(uv_signal_t *s, int signum)
 {
@@ -1250,6 +1258,8 @@ bool server_run(const config_t *config, err_t *e)
     uv_signal_start(&sigint, on_signal, SIGINT);
     uv_run(&main_loop, UV_RUN_DEFAULT);
     log_line(LOG_INFO, NULL, "shutting down: no new connections, finishing requests in flight", NULL);
+    if (stop_hook)
+        stop_hook(stop_hook_arg);
 
     pthread_mutex_lock(&hub_mu); /* no more events: their async handles close with the loops */
     hub_loops = NULL;

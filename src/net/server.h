@@ -11,6 +11,9 @@
 /* Serves until SIGTERM or SIGINT, then stops accepting, lets in-flight requests finish within
  * cfg->shutdown_timeout_ms, and returns. false when it cannot listen. */
 bool server_run(const config_t *cfg, err_t *e);
+/* Called on the main thread when SIGTERM or SIGINT arrives, before the connections drain (serve:
+ * its job runners stop claiming at once). Set before server_run. */
+void server_on_stop(void (*fn)(void *arg), void *arg);
 
 /* Hands an event (`json`, the event document) to every open event stream and WebSocket following
  * `channel` on every loop (following "jobs" takes every "job:*" channel). `id` (> 0) lets a

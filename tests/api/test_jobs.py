@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+import unittest
 import uuid
 
 import harness
@@ -242,6 +243,29 @@ class LeaseTest(JobsBase):
         # and a later worker runs it
         r = self.request("DELETE", "/api/jobs/%d" % jid)
         self.assertEqual(r.json["status"], "cancelled")
+
+
+class ServeShutdownTest(unittest.TestCase):
+    def test_sigterm_gives_back_serves_running_job(self):
+        server = harness.Server(env={"HEARTH_TEST_JOBS": "1", "HEARTH_JOB_WORKERS": "1",
+                                     "HEARTH_SHUTDOWN_TIMEOUT_MS": "500"}).start()
+        try:
+            r = server.request("POST", "/api/jobs", body={"type": "test.sleep", "payload": {"sleep_ms": 20000}})
+            self.assertEqual(r.status, 202, r)
+            jid = r.json["id"]
+            deadline = time.monotonic() + 20
+            while server.request("GET", "/api/jobs/%d" % jid, token=server.admin_token()).json["status"] != "running":
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.05)
+            self.assertEqual(server.stop(), 0)
+            again = harness.Server(data_dir=server.data_dir, env={"HEARTH_JOB_WORKERS": "0"}).start()
+            try:
+                j = again.request("GET", "/api/jobs/%d" % jid, token=again.admin_token(fresh=True)).json
+                self.assertEqual((j["status"], j["attempts"]), ("queued", 0), j)
+            finally:
+                again.stop()
+        finally:
+            server.cleanup()
 
 
 class ImportJobTest(ServerTestCase):
