@@ -82,6 +82,9 @@ typedef struct actor {
  * anonymous included); without a token that is 401, with the wrong role 403. On false the answer
  * is written. */
 bool auth_actor(http_request_t *req, http_response_t *res, store_conn_t *c, int roles, actor_t *out);
+/* app_store and auth_actor together: the request's connection when its caller may call the route
+ * (`roles` as for auth_actor), or NULL with the answer written. */
+store_conn_t *app_store_as(http_request_t *req, http_response_t *res, int roles, actor_t *actor);
 /* An audit entry for this request, by `actor` (may be anonymous). */
 store_audit_t auth_audit_entry(const http_request_t *req, const actor_t *actor, const char *action,
                                const char *resource_type, const char *resource_id);

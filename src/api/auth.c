@@ -362,15 +362,19 @@ void me_get(http_request_t *req, http_response_t *res)
         write_user(res, 200, &actor.user);
 }
 
-/* The store connection of an admin-only request, or NULL with the answer written. */
-static store_conn_t *admin_conn(http_request_t *req, http_response_t *res, actor_t *actor)
+store_conn_t *app_store_as(http_request_t *req, http_response_t *res, int roles, actor_t *actor)
 {
     store_conn_t *c = app_store(req, res);
-    if (c && !auth_actor(req, res, c, ROLE_ADMIN, actor)) {
+    if (c && !auth_actor(req, res, c, roles, actor)) {
         app_store_done(c);
         return NULL;
     }
     return c;
+}
+
+static store_conn_t *admin_conn(http_request_t *req, http_response_t *res, actor_t *actor)
+{
+    return app_store_as(req, res, ROLE_ADMIN, actor);
 }
 
 void users_list(http_request_t *req, http_response_t *res)

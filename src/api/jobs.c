@@ -78,14 +78,10 @@ static bool tx(store_conn_t *c, bool ok, err_t *e)
 
 void imports_create(http_request_t *req, http_response_t *res)
 {
-    store_conn_t *c = app_store(req, res);
+    actor_t actor;
+    store_conn_t *c = app_store_as(req, res, ROLE_AGENT | ROLE_ADMIN, &actor);
     if (!c)
         return;
-    actor_t actor;
-    if (!auth_actor(req, res, c, ROLE_AGENT | ROLE_ADMIN, &actor)) {
-        app_store_done(c);
-        return;
-    }
     err_t e;
     err_clear(&e);
     multipart_t m;
@@ -160,14 +156,10 @@ void jobs_get(http_request_t *req, http_response_t *res)
 {
     err_t e;
     err_clear(&e);
-    store_conn_t *c = app_store(req, res);
+    actor_t actor;
+    store_conn_t *c = app_store_as(req, res, ROLE_ANY, &actor);
     if (!c)
         return;
-    actor_t actor;
-    if (!auth_actor(req, res, c, ROLE_ANY, &actor)) {
-        app_store_done(c);
-        return;
-    }
     int64_t id;
     job_t j;
     bool ok = http_param_id(req, "id", &id, &e) && queue_get(c, id, req->arena, &j, &e) && visible(&actor, &j, &e);
@@ -184,14 +176,10 @@ void jobs_list(http_request_t *req, http_response_t *res)
 {
     err_t e;
     err_clear(&e);
-    store_conn_t *c = app_store(req, res);
+    actor_t actor;
+    store_conn_t *c = app_store_as(req, res, ROLE_ADMIN, &actor);
     if (!c)
         return;
-    actor_t actor;
-    if (!auth_actor(req, res, c, ROLE_ADMIN, &actor)) {
-        app_store_done(c);
-        return;
-    }
     http_query_t q;
     job_query_t jq = {.limit = 20};
     static const char *const statuses[] = {"queued", "running", "succeeded", "failed", "dead", "cancelled"};
@@ -235,14 +223,10 @@ void jobs_list(http_request_t *req, http_response_t *res)
  * registered type (admins only). Idempotency-Key names the job once. */
 void jobs_create(http_request_t *req, http_response_t *res)
 {
-    store_conn_t *c = app_store(req, res);
+    actor_t actor;
+    store_conn_t *c = app_store_as(req, res, ROLE_ADMIN, &actor);
     if (!c)
         return;
-    actor_t actor;
-    if (!auth_actor(req, res, c, ROLE_ADMIN, &actor)) {
-        app_store_done(c);
-        return;
-    }
     err_t e;
     err_clear(&e);
     json_t *body = http_json_body(req, &e);
@@ -305,14 +289,10 @@ void jobs_create(http_request_t *req, http_response_t *res)
 static void admin_transition(http_request_t *req, http_response_t *res,
                              bool (*fn)(store_conn_t *, int64_t, arena_t *, job_t *, err_t *), const char *action)
 {
-    store_conn_t *c = app_store(req, res);
+    actor_t actor;
+    store_conn_t *c = app_store_as(req, res, ROLE_ADMIN, &actor);
     if (!c)
         return;
-    actor_t actor;
-    if (!auth_actor(req, res, c, ROLE_ADMIN, &actor)) {
-        app_store_done(c);
-        return;
-    }
     err_t e;
     err_clear(&e);
     int64_t id;

@@ -258,14 +258,10 @@ void properties_create(http_request_t *req, http_response_t *res)
 {
     err_t e;
     err_clear(&e);
-    store_conn_t *c = app_store(req, res);
+    actor_t actor;
+    store_conn_t *c = app_store_as(req, res, ROLE_AGENT | ROLE_ADMIN, &actor);
     if (!c)
         return;
-    actor_t actor;
-    if (!auth_actor(req, res, c, ROLE_AGENT | ROLE_ADMIN, &actor)) {
-        app_store_done(c);
-        return;
-    }
     json_t *body = http_json_body(req, &e);
     if (!body) {
         app_store_done(c);
@@ -378,14 +374,10 @@ void properties_patch(http_request_t *req, http_response_t *res)
         return;
     }
     const char *if_match = http_header(req, "If-Match");
-    store_conn_t *c = app_store(req, res);
+    actor_t actor;
+    store_conn_t *c = app_store_as(req, res, ROLE_AGENT | ROLE_ADMIN, &actor);
     if (!c)
         return;
-    actor_t actor;
-    if (!auth_actor(req, res, c, ROLE_AGENT | ROLE_ADMIN, &actor)) {
-        app_store_done(c);
-        return;
-    }
     json_t *body = http_json_body(req, &e);
     if (!body) {
         app_store_done(c);
@@ -456,14 +448,10 @@ void properties_delete(http_request_t *req, http_response_t *res)
         return;
     }
     const char *if_match = http_header(req, "If-Match");
-    store_conn_t *c = app_store(req, res);
+    actor_t actor;
+    store_conn_t *c = app_store_as(req, res, ROLE_AGENT | ROLE_ADMIN, &actor);
     if (!c)
         return;
-    actor_t actor;
-    if (!auth_actor(req, res, c, ROLE_AGENT | ROLE_ADMIN, &actor)) {
-        app_store_done(c);
-        return;
-    }
     int64_t expect = 0; /* any version */
     property_t p;
     bool ok = g_app.store->ops->property_get(c, id, req->arena, &p, &e) && may_change(&actor, &p, &e);

@@ -179,29 +179,19 @@ void user_write_json(jw_t *w, const user_t *u)
 
 /* Statements ------------------------------------------------------------------------------------ */
 
-static bool q(store_conn_t *c, const char *sql, int n, const char *const *vals, arena_t *a, store_rows_t *out, err_t *e)
-{
-    return c->store->ops->query(c, sql, n, vals, a, out, e);
-}
 
-static const char *num(arena_t *a, int64_t v) { return arena_printf(a, "%lld", (long long)v); }
-static int64_t cell_i64(const store_rows_t *r, int row, int col)
-{
-    const char *s = store_cell(r, row, col);
-    return s ? strtoll(s, NULL, 10) : 0;
-}
 
 static void user_read(const store_rows_t *r, int row, user_t *u)
 {
-    u->id = cell_i64(r, row, 0);
+    u->id = store_cell_i64(r, row, 0);
     u->email = store_cell(r, row, 1);
     u->full_name = store_cell(r, row, 2);
     u->password_hash = store_cell(r, row, 3);
     u->role = role_parse(store_cell(r, row, 4));
     const char *st = store_cell(r, row, 5);
     u->active = st && strcmp(st, "active") == 0;
-    u->created_at = cell_i64(r, row, 6);
-    u->updated_at = cell_i64(r, row, 7);
+    u->created_at = store_cell_i64(r, row, 6);
+    u->updated_at = store_cell_i64(r, row, 7);
 }
 
 static bool tx_end(store_conn_t *c, bool ok, err_t *e)
@@ -222,11 +212,11 @@ bool account_system_id(store_t *s, int64_t *id, err_t *e)
     arena_t a;
     arena_init(&a);
     store_rows_t r;
-    bool ok = q(c, "SELECT id FROM users WHERE email = 'system@hearth.local'", 0, NULL, &a, &r, e);
+    bool ok = store_query(c, "SELECT id FROM users WHERE email = 'system@hearth.local'", 0, NULL, &a, &r, e);
     if (ok && r.nrows != 1)
         ok = err_set(e, ERR_INTERNAL, "the system account is missing (migrations not applied?)");
     if (ok)
-        *id = cell_i64(&r, 0, 0);
+        *id = store_cell_i64(&r, 0, 0);
     arena_free(&a);
     s->ops->release(s, c);
     return ok;
@@ -246,9 +236,9 @@ bool account_audit(store_conn_t *c, const store_audit_t *audit, err_t *e)
 
 bool account_get(store_conn_t *c, int64_t id, arena_t *a, user_t *out, err_t *e)
 {
-    const char *v[] = {num(a, id)};
+    const char *v[] = {store_num(a, id)};
     store_rows_t r;
-    if (!q(c, "SELECT " USER_COLUMNS " FROM users WHERE id = CAST($1 AS BIGINT)", 1, v, a, &r, e))
+    if (!store_query(c, "SELECT " USER_COLUMNS " FROM users WHERE id = CAST($1 AS BIGINT)", 1, v, a, &r, e))
         return false;
     if (r.nrows == 0)
         return err_set(e, ERR_NOT_FOUND, "no user with id %lld", (long long)id);
@@ -264,7 +254,7 @@ bool account_create(store_t *s, const user_input_t *in, const store_audit_t *aud
         return err_set(e, ERR_UNAVAILABLE, "out of memory for password hashing, try again");
     int64_t now = time_now_us();
     const char *v[] = {in->email, hash, in->full_name, role_name(in->role ? in->role : ROLE_BUYER),
-                       in->active == 0 ? "disabled" : "active", num(a, now)};
+                       in->active == 0 ? "disabled" : "active", store_num(a, now)};
     store_conn_t *c = s->ops->acquire(s, 5000, e);
     if (!c) {
         sodium_memzero(hash, sizeof hash);
@@ -276,7 +266,7 @@ bool account_create(store_t *s, const user_input_t *in, const store_audit_t *aud
         return false;
     }
     store_rows_t r;
-    bool ok = q(c,
+    bool ok = store_query(c,
                 "INSERT INTO users (email, password_hash, full_name, role, status, created_at, updated_at)"
                 " VALUES ($1, $2, $3, $4, $5, CAST($6 AS BIGINT), CAST($6 AS BIGINT)) RETURNING " USER_COLUMNS,
                 6, v, a, &r, e);
@@ -287,7 +277,7 @@ bool account_create(store_t *s, const user_input_t *in, const store_audit_t *aud
         if (audit) {
             store_audit_t entry = *audit;
             entry.resource_type = "user";
-            entry.resource_id = num(a, out->id);
+            entry.resource_id = store_num(a, out->id);
             ok = account_audit(c, &entry, e);
         }
     }
@@ -301,9 +291,9 @@ bool account_list(store_conn_t *c, role_t role, int active, int64_t after_id, in
                   err_t *e)
 {
     const char *v[] = {role ? role_name(role) : NULL, active < 0 ? NULL : active ? "active" : "disabled",
-                       num(a, after_id), num(a, limit + 1)};
+                       store_num(a, after_id), store_num(a, limit + 1)};
     store_rows_t r;
-    if (!q(c,
+    if (!store_query(c,
            "SELECT " USER_COLUMNS " FROM users WHERE (CAST($1 AS TEXT) IS NULL OR role = $1)"
            " AND (CAST($2 AS TEXT) IS NULL OR status = $2) AND id > CAST($3 AS BIGINT)"
            " ORDER BY id LIMIT CAST($4 AS BIGINT)",
@@ -319,9 +309,9 @@ bool account_list(store_conn_t *c, role_t role, int active, int64_t after_id, in
 
 static bool revoke_sessions_of(store_conn_t *c, int64_t user_id, const char *why, arena_t *a, err_t *e)
 {
-    const char *v[] = {num(a, user_id), num(a, time_now_us()), why};
+    const char *v[] = {store_num(a, user_id), store_num(a, time_now_us()), why};
     store_rows_t r;
-    return q(c,
+    return store_query(c,
              "UPDATE sessions SET revoked_at = CAST($2 AS BIGINT), revoked_why = $3"
              " WHERE user_id = CAST($1 AS BIGINT) AND revoked_at IS NULL",
              3, v, a, &r, e);
@@ -332,11 +322,11 @@ bool account_update(store_conn_t *c, int64_t id, const user_input_t *in, const s
 {
     if (!c->store->ops->begin(c, e))
         return false;
-    const char *v[] = {num(a, id), in->role ? role_name(in->role) : NULL,
+    const char *v[] = {store_num(a, id), in->role ? role_name(in->role) : NULL,
                        in->active < 0 ? NULL : in->active ? "active" : "disabled", in->full_name,
-                       num(a, time_now_us())};
+                       store_num(a, time_now_us())};
     store_rows_t r;
-    bool ok = q(c,
+    bool ok = store_query(c,
                 "UPDATE users SET role = COALESCE($2, role), status = COALESCE($3, status),"
                 " full_name = COALESCE($4, full_name), updated_at = CAST($5 AS BIGINT)"
                 " WHERE id = CAST($1 AS BIGINT) AND email <> 'system@hearth.local' RETURNING " USER_COLUMNS,
@@ -366,7 +356,7 @@ static bool find_by_email(store_conn_t *c, const char *email, arena_t *a, user_t
 {
     const char *v[] = {email};
     store_rows_t r;
-    if (!q(c, "SELECT " USER_COLUMNS " FROM users WHERE email = $1", 1, v, a, &r, e))
+    if (!store_query(c, "SELECT " USER_COLUMNS " FROM users WHERE email = $1", 1, v, a, &r, e))
         return false;
     *found = r.nrows == 1;
     if (*found)
@@ -395,7 +385,7 @@ bool account_login(store_t *s, const char *email, const char *password, const ch
     bool match = password && crypto_pwhash_str_verify(hash, password, strlen(password)) == 0;
     bool ok = found && hash != dummy_hash && match && out->active;
     audit->resource_type = "user";
-    audit->resource_id = found ? num(a, out->id) : NULL;
+    audit->resource_id = found ? store_num(a, out->id) : NULL;
     audit->actor_id = ok ? out->id : 0; /* a failed attempt is nobody's: it names its target only */
     /* the hashing cost changed since this hash was made: make a new one now (before a connection
      * is taken), so that its login time matches everyone else's again */
@@ -428,28 +418,28 @@ bool account_login(store_t *s, const char *email, const char *password, const ch
     }
     audit->action = "auth.login";
     if (rehash) {
-        const char *v[] = {num(a, out->id), fresh};
+        const char *v[] = {store_num(a, out->id), fresh};
         store_rows_t r;
         err_t quiet;
         err_clear(&quiet);
-        q(c, "UPDATE users SET password_hash = $2 WHERE id = CAST($1 AS BIGINT)", 2, v, a, &r, &quiet);
+        store_query(c, "UPDATE users SET password_hash = $2 WHERE id = CAST($1 AS BIGINT)", 2, v, a, &r, &quiet);
         sodium_memzero(fresh, sizeof fresh);
     }
     int64_t now = time_now_us();
-    const char *v[] = {num(a, out->id), num(a, now), num(a, now + session_ttl_s * 1000000)};
+    const char *v[] = {store_num(a, out->id), store_num(a, now), store_num(a, now + session_ttl_s * 1000000)};
     if (!c->store->ops->begin(c, e)) {
         s->ops->release(s, c);
         return false;
     }
     store_rows_t r;
-    bool done = q(c,
+    bool done = store_query(c,
                   "INSERT INTO sessions (user_id, created_at, expires_at) VALUES (CAST($1 AS BIGINT),"
                   " CAST($2 AS BIGINT), CAST($3 AS BIGINT)) RETURNING id",
                   3, v, a, &r, e);
     if (done) {
-        *session_id = cell_i64(&r, 0, 0);
-        const char *t[] = {num(a, *session_id), refresh_hash, num(a, now)};
-        done = q(c,
+        *session_id = store_cell_i64(&r, 0, 0);
+        const char *t[] = {store_num(a, *session_id), refresh_hash, store_num(a, now)};
+        done = store_query(c,
                  "INSERT INTO refresh_tokens (session_id, token_hash, created_at)"
                  " VALUES (CAST($1 AS BIGINT), $2, CAST($3 AS BIGINT))",
                  3, t, a, &r, e) &&
@@ -465,7 +455,7 @@ bool account_login(store_t *s, const char *email, const char *password, const ch
 static bool find_refresh(store_conn_t *c, const char *hash, arena_t *a, store_rows_t *r, err_t *e)
 {
     const char *v[] = {hash};
-    return q(c,
+    return store_query(c,
              "SELECT t.id, t.used_at, s.id, s.revoked_at, s.expires_at, u.id, u.email, u.full_name, u.password_hash,"
              " u.role, u.status, u.created_at, u.updated_at FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id"
              " JOIN users u ON u.id = s.user_id WHERE t.token_hash = $1",
@@ -481,9 +471,9 @@ static void user_read_at(const store_rows_t *r, int row, int col0, user_t *u)
 
 static bool revoke_session(store_conn_t *c, int64_t session_id, const char *why, arena_t *a, err_t *e)
 {
-    const char *v[] = {num(a, session_id), num(a, time_now_us()), why};
+    const char *v[] = {store_num(a, session_id), store_num(a, time_now_us()), why};
     store_rows_t r;
-    return q(c,
+    return store_query(c,
              "UPDATE sessions SET revoked_at = CAST($2 AS BIGINT), revoked_why = $3"
              " WHERE id = CAST($1 AS BIGINT) AND revoked_at IS NULL",
              3, v, a, &r, e);
@@ -501,18 +491,18 @@ bool account_refresh(store_conn_t *c, const char *old_hash, const char *new_hash
         tx_end(c, false, e);
         return err_set(e, ERR_UNAUTHORIZED, "the refresh token is not valid");
     }
-    int64_t token_id = cell_i64(&r, 0, 0), now = time_now_us();
-    *session_id = cell_i64(&r, 0, 2);
+    int64_t token_id = store_cell_i64(&r, 0, 0), now = time_now_us();
+    *session_id = store_cell_i64(&r, 0, 2);
     user_read_at(&r, 0, 5, out);
     audit->actor_id = out->id;
     audit->resource_type = "session";
-    audit->resource_id = num(a, *session_id);
+    audit->resource_id = store_num(a, *session_id);
     bool used = store_cell(&r, 0, 1) != NULL, revoked = store_cell(&r, 0, 3) != NULL;
-    bool expired = cell_i64(&r, 0, 4) <= now;
+    bool expired = store_cell_i64(&r, 0, 4) <= now;
     if (!used) { /* claim it; a concurrent refresh with the same token loses here and counts as reuse */
-        const char *v[] = {num(a, token_id), num(a, now)};
+        const char *v[] = {store_num(a, token_id), store_num(a, now)};
         store_rows_t u;
-        if (!q(c, "UPDATE refresh_tokens SET used_at = CAST($2 AS BIGINT) WHERE id = CAST($1 AS BIGINT) AND used_at IS NULL",
+        if (!store_query(c, "UPDATE refresh_tokens SET used_at = CAST($2 AS BIGINT) WHERE id = CAST($1 AS BIGINT) AND used_at IS NULL",
                2, v, a, &u, e))
             return tx_end(c, false, e);
         used = u.changes != 1;
@@ -530,9 +520,9 @@ bool account_refresh(store_conn_t *c, const char *old_hash, const char *new_hash
         return err_set(e, ERR_UNAUTHORIZED, "the refresh token is not valid");
     }
     audit->action = "auth.refresh";
-    const char *v[] = {num(a, *session_id), new_hash, num(a, now)};
+    const char *v[] = {store_num(a, *session_id), new_hash, store_num(a, now)};
     store_rows_t ins;
-    bool ok = q(c,
+    bool ok = store_query(c,
                 "INSERT INTO refresh_tokens (session_id, token_hash, created_at)"
                 " VALUES (CAST($1 AS BIGINT), $2, CAST($3 AS BIGINT))",
                 3, v, a, &ins, e) &&
@@ -549,20 +539,20 @@ bool account_logout(store_conn_t *c, const char *hash, store_audit_t *audit, are
         return tx_end(c, false, e);
     if (r.nrows == 0)
         return tx_end(c, true, e);
-    int64_t session_id = cell_i64(&r, 0, 2);
+    int64_t session_id = store_cell_i64(&r, 0, 2);
     audit->action = "auth.logout";
-    audit->actor_id = cell_i64(&r, 0, 5);
+    audit->actor_id = store_cell_i64(&r, 0, 5);
     audit->resource_type = "session";
-    audit->resource_id = num(a, session_id);
+    audit->resource_id = store_num(a, session_id);
     bool ok = revoke_session(c, session_id, "logout", a, e) && account_audit(c, audit, e);
     return tx_end(c, ok, e);
 }
 
 bool account_identify(store_conn_t *c, int64_t user_id, int64_t session_id, arena_t *a, user_t *out, err_t *e)
 {
-    const char *v[] = {num(a, user_id), num(a, session_id), num(a, time_now_us())};
+    const char *v[] = {store_num(a, user_id), store_num(a, session_id), store_num(a, time_now_us())};
     store_rows_t r;
-    if (!q(c,
+    if (!store_query(c,
            "SELECT u.id, u.email, u.full_name, u.password_hash, u.role, u.status, u.created_at, u.updated_at"
            " FROM users u JOIN sessions s ON s.user_id = u.id WHERE u.id = CAST($1 AS BIGINT)"
            " AND s.id = CAST($2 AS BIGINT) AND s.revoked_at IS NULL AND s.expires_at > CAST($3 AS BIGINT)",
@@ -579,16 +569,16 @@ bool account_identify(store_conn_t *c, int64_t user_id, int64_t session_id, aren
 bool account_audit_list(store_conn_t *c, const audit_query_t *aq, arena_t *a, jw_t *w, int64_t *last_id, bool *more,
                         err_t *e)
 {
-    const char *v[] = {aq->actor_id ? num(a, aq->actor_id) : NULL,
+    const char *v[] = {aq->actor_id ? store_num(a, aq->actor_id) : NULL,
                        aq->action,
                        aq->resource_type,
                        aq->resource_id,
-                       aq->since_us ? num(a, aq->since_us) : NULL,
-                       aq->until_us ? num(a, aq->until_us) : NULL,
-                       aq->before_id ? num(a, aq->before_id) : NULL,
-                       num(a, aq->limit + 1)};
+                       aq->since_us ? store_num(a, aq->since_us) : NULL,
+                       aq->until_us ? store_num(a, aq->until_us) : NULL,
+                       aq->before_id ? store_num(a, aq->before_id) : NULL,
+                       store_num(a, aq->limit + 1)};
     store_rows_t r;
-    if (!q(c,
+    if (!store_query(c,
            "SELECT id, at, actor_id, action, resource_type, resource_id, ip, request_id, detail FROM audit_log"
            " WHERE (CAST($1 AS BIGINT) IS NULL OR actor_id = CAST($1 AS BIGINT))"
            " AND (CAST($2 AS TEXT) IS NULL OR action = $2) AND (CAST($3 AS TEXT) IS NULL OR resource_type = $3)"
@@ -603,12 +593,12 @@ bool account_audit_list(store_conn_t *c, const audit_query_t *aq, arena_t *a, jw
     jw_arr_begin(w);
     for (int i = 0; i < n; i++) {
         jw_obj_begin(w);
-        jw_kint(w, "id", cell_i64(&r, i, 0));
+        jw_kint(w, "id", store_cell_i64(&r, i, 0));
         jw_key(w, "at");
-        jw_time(w, cell_i64(&r, i, 1));
+        jw_time(w, store_cell_i64(&r, i, 1));
         jw_key(w, "actor_id");
         if (store_cell(&r, i, 2))
-            jw_int(w, cell_i64(&r, i, 2));
+            jw_int(w, store_cell_i64(&r, i, 2));
         else
             jw_null(w);
         jw_kstr(w, "action", store_cell(&r, i, 3));
@@ -623,7 +613,7 @@ bool account_audit_list(store_conn_t *c, const audit_query_t *aq, arena_t *a, jw
         else
             jw_null(w);
         jw_obj_end(w);
-        *last_id = cell_i64(&r, i, 0);
+        *last_id = store_cell_i64(&r, i, 0);
     }
     jw_arr_end(w);
     return true;

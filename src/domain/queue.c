@@ -29,42 +29,32 @@ static int queue_rank(const char *q)
 
 bool queue_name_valid(const char *q) { return q && queue_rank(q) >= 0; }
 
-static bool q(store_conn_t *c, const char *sql, int n, const char *const *vals, arena_t *a, store_rows_t *out, err_t *e)
-{
-    return c->store->ops->query(c, sql, n, vals, a, out, e);
-}
 
-static const char *num(arena_t *a, int64_t v) { return arena_printf(a, "%lld", (long long)v); }
 
-static int64_t cell_i64(const store_rows_t *r, int row, int col)
-{
-    const char *s = store_cell(r, row, col);
-    return s ? strtoll(s, NULL, 10) : 0;
-}
 
 static void job_read(const store_rows_t *r, int row, job_t *j)
 {
-    j->id = cell_i64(r, row, 0);
+    j->id = store_cell_i64(r, row, 0);
     j->type = store_cell(r, row, 1);
     j->queue = store_cell(r, row, 2);
-    j->priority = (int)cell_i64(r, row, 3);
+    j->priority = (int)store_cell_i64(r, row, 3);
     j->status = store_cell(r, row, 4);
     j->payload = store_cell(r, row, 5);
     j->result = store_cell(r, row, 6);
     j->error = store_cell(r, row, 7);
-    j->progress = (int)cell_i64(r, row, 8);
+    j->progress = (int)store_cell_i64(r, row, 8);
     j->message = store_cell(r, row, 9);
-    j->attempts = (int)cell_i64(r, row, 10);
-    j->max_attempts = (int)cell_i64(r, row, 11);
-    j->run_at = cell_i64(r, row, 12);
+    j->attempts = (int)store_cell_i64(r, row, 10);
+    j->max_attempts = (int)store_cell_i64(r, row, 11);
+    j->run_at = store_cell_i64(r, row, 12);
     j->lease_holder = store_cell(r, row, 13);
-    j->lease_expires_at = cell_i64(r, row, 14);
+    j->lease_expires_at = store_cell_i64(r, row, 14);
     j->idempotency_key = store_cell(r, row, 15);
-    j->created_by = cell_i64(r, row, 16);
-    j->created_at = cell_i64(r, row, 17);
-    j->updated_at = cell_i64(r, row, 18);
-    j->started_at = cell_i64(r, row, 19);
-    j->finished_at = cell_i64(r, row, 20);
+    j->created_by = store_cell_i64(r, row, 16);
+    j->created_at = store_cell_i64(r, row, 17);
+    j->updated_at = store_cell_i64(r, row, 18);
+    j->started_at = store_cell_i64(r, row, 19);
+    j->finished_at = store_cell_i64(r, row, 20);
 }
 
 static bool is_postgres(store_conn_t *c) { return strcmp(c->store->ops->name, "postgres") == 0; }
@@ -79,9 +69,9 @@ static bool wake_others(store_conn_t *c, err_t *e)
 
 bool queue_get(store_conn_t *c, int64_t id, arena_t *a, job_t *out, err_t *e)
 {
-    const char *v[] = {num(a, id)};
+    const char *v[] = {store_num(a, id)};
     store_rows_t r;
-    if (!q(c, "SELECT " JOB_COLUMNS " FROM jobs WHERE id = CAST($1 AS BIGINT)", 1, v, a, &r, e))
+    if (!store_query(c, "SELECT " JOB_COLUMNS " FROM jobs WHERE id = CAST($1 AS BIGINT)", 1, v, a, &r, e))
         return false;
     if (r.nrows == 0)
         return err_set(e, ERR_NOT_FOUND, "no job with id %lld", (long long)id);
@@ -94,7 +84,7 @@ bool queue_by_key(store_conn_t *c, const char *key, arena_t *a, job_t *out, bool
     const char *k[] = {key};
     store_rows_t r;
     *found = false;
-    if (!q(c, "SELECT " JOB_COLUMNS " FROM jobs WHERE idempotency_key = $1", 1, k, a, &r, e))
+    if (!store_query(c, "SELECT " JOB_COLUMNS " FROM jobs WHERE idempotency_key = $1", 1, k, a, &r, e))
         return false;
     if (r.nrows == 1) {
         job_read(&r, 0, out);
@@ -115,16 +105,16 @@ bool queue_enqueue(store_conn_t *c, const job_spec_t *s, arena_t *a, job_t *out,
     int64_t now = time_now_us();
     const char *v[] = {s->type,
                        queue,
-                       num(a, rank),
-                       num(a, s->priority),
+                       store_num(a, rank),
+                       store_num(a, s->priority),
                        s->payload ? s->payload : "{}",
-                       num(a, s->max_attempts > 0 ? s->max_attempts : 5),
-                       num(a, s->run_at ? s->run_at : now),
+                       store_num(a, s->max_attempts > 0 ? s->max_attempts : 5),
+                       store_num(a, s->run_at ? s->run_at : now),
                        s->idempotency_key,
-                       s->created_by ? num(a, s->created_by) : NULL,
-                       num(a, now)};
+                       s->created_by ? store_num(a, s->created_by) : NULL,
+                       store_num(a, now)};
     store_rows_t r;
-    if (!q(c,
+    if (!store_query(c,
            "INSERT INTO jobs (type, queue, queue_rank, priority, status, payload, max_attempts, run_at,"
            " idempotency_key, created_by, created_at, updated_at) VALUES ($1, $2, CAST($3 AS INTEGER),"
            " CAST($4 AS INTEGER), 'queued', $5, CAST($6 AS INTEGER), CAST($7 AS BIGINT), $8, CAST($9 AS BIGINT),"
@@ -148,8 +138,8 @@ bool queue_claim(store_conn_t *c, const char *const *queues, int nqueues, const 
         nqueues = QUEUE_NAMES;
     }
     const char *v[] = {holder,
-                       num(a, now + (int64_t)lease_ms * 1000),
-                       num(a, now),
+                       store_num(a, now + (int64_t)lease_ms * 1000),
+                       store_num(a, now),
                        nqueues > 0 ? queues[0] : "",
                        nqueues > 1 ? queues[1] : "",
                        nqueues > 2 ? queues[2] : ""};
@@ -174,7 +164,7 @@ bool queue_claim(store_conn_t *c, const char *const *queues, int nqueues, const 
                             " ORDER BY queue_rank, priority DESC, run_at, id LIMIT 1)"
                             " RETURNING " JOB_COLUMNS;
     store_rows_t r;
-    if (!q(c, sql, 6, v, a, &r, e))
+    if (!store_query(c, sql, 6, v, a, &r, e))
         return false;
     if (r.nrows == 1) {
         job_read(&r, 0, out);
@@ -188,12 +178,12 @@ bool queue_next_due(store_conn_t *c, const char *const *queues, int nqueues, are
 {
     const char *v[] = {nqueues > 0 ? queues[0] : "", nqueues > 1 ? queues[1] : "", nqueues > 2 ? queues[2] : ""};
     store_rows_t r;
-    if (!q(c,
+    if (!store_query(c,
            "SELECT min(CASE WHEN status = 'running' THEN lease_expires_at ELSE run_at END) FROM jobs"
            " WHERE status IN ('queued', 'failed', 'running') AND queue IN ($1, $2, $3)",
            3, v, a, &r, e))
         return false;
-    *at = r.nrows ? cell_i64(&r, 0, 0) : 0;
+    *at = r.nrows ? store_cell_i64(&r, 0, 0) : 0;
     return true;
 }
 
@@ -230,7 +220,7 @@ static bool held_update(store_conn_t *c, const char *sql, int n, const char *con
                         err_t *e)
 {
     store_rows_t r;
-    if (!q(c, sql, n, v, a, &r, e))
+    if (!store_query(c, sql, n, v, a, &r, e))
         return false;
     if (r.nrows != 1)
         return err_set(e, ERR_CONFLICT, "the job's lease was lost (taken over or cancelled)");
@@ -246,7 +236,7 @@ bool queue_heartbeat(store_conn_t *c, int64_t id, const char *holder, int lease_
     arena_t a;
     arena_init(&a);
     int64_t now = time_now_us();
-    const char *v[] = {num(&a, id), holder, num(&a, now + (int64_t)lease_ms * 1000), num(&a, now)};
+    const char *v[] = {store_num(&a, id), holder, store_num(&a, now + (int64_t)lease_ms * 1000), store_num(&a, now)};
     bool ok = held_update(c,
                           "UPDATE jobs SET lease_expires_at = CAST($3 AS BIGINT), updated_at = CAST($4 AS BIGINT)"
                           " WHERE id = CAST($1 AS BIGINT) AND status = 'running' AND lease_holder = $2 RETURNING " JOB_COLUMNS,
@@ -259,8 +249,8 @@ bool queue_progress(store_conn_t *c, int64_t id, const char *holder, int pct, co
 {
     arena_t a;
     arena_init(&a);
-    const char *v[] = {num(&a, id), holder, num(&a, pct < 0 ? 0 : pct > 100 ? 100 : pct), message,
-                       num(&a, time_now_us())};
+    const char *v[] = {store_num(&a, id), holder, store_num(&a, pct < 0 ? 0 : pct > 100 ? 100 : pct), message,
+                       store_num(&a, time_now_us())};
     bool ok = held_update(c,
                           "UPDATE jobs SET progress = CAST($3 AS INTEGER), message = $4, updated_at = CAST($5 AS BIGINT)"
                           " WHERE id = CAST($1 AS BIGINT) AND status = 'running' AND lease_holder = $2 RETURNING " JOB_COLUMNS,
@@ -273,7 +263,7 @@ bool queue_succeed(store_conn_t *c, int64_t id, const char *holder, const char *
 {
     arena_t a;
     arena_init(&a);
-    const char *v[] = {num(&a, id), holder, result, num(&a, time_now_us())};
+    const char *v[] = {store_num(&a, id), holder, result, store_num(&a, time_now_us())};
     bool ok = held_update(c,
                           "UPDATE jobs SET status = 'succeeded', result = $3, progress = 100, error = NULL,"
                           " lease_holder = NULL, lease_expires_at = NULL, finished_at = CAST($4 AS BIGINT),"
@@ -303,7 +293,7 @@ bool queue_fail(store_conn_t *c, const job_t *job, const char *holder, const cha
     int64_t now = time_now_us();
     bool dead = permanent || job->attempts >= job->max_attempts;
     *retry_at = dead ? 0 : now + backoff_us(job->attempts);
-    const char *v[] = {num(&a, job->id), holder, error ? error : "failed", num(&a, now), num(&a, *retry_at)};
+    const char *v[] = {store_num(&a, job->id), holder, error ? error : "failed", store_num(&a, now), store_num(&a, *retry_at)};
     bool ok = dead ? held_update(c,
                                  "UPDATE jobs SET status = 'dead', error = $3, lease_holder = NULL, lease_expires_at = NULL,"
                                  " finished_at = CAST($4 AS BIGINT), updated_at = CAST($4 AS BIGINT)"
@@ -322,7 +312,7 @@ bool queue_release(store_conn_t *c, int64_t id, const char *holder, err_t *e)
 {
     arena_t a;
     arena_init(&a);
-    const char *v[] = {num(&a, id), holder, num(&a, time_now_us())};
+    const char *v[] = {store_num(&a, id), holder, store_num(&a, time_now_us())};
     bool ok = held_update(c,
                           "UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_holder = NULL,"
                           " lease_expires_at = NULL, run_at = CAST($3 AS BIGINT), updated_at = CAST($3 AS BIGINT)"
@@ -337,9 +327,9 @@ bool queue_release(store_conn_t *c, int64_t id, const char *holder, err_t *e)
 static bool transition(store_conn_t *c, int64_t id, const char *sql, const char *verb, const char *event, arena_t *a,
                        job_t *out, err_t *e)
 {
-    const char *v[] = {num(a, id), num(a, time_now_us())};
+    const char *v[] = {store_num(a, id), store_num(a, time_now_us())};
     store_rows_t r;
-    if (!q(c, sql, 2, v, a, &r, e))
+    if (!store_query(c, sql, 2, v, a, &r, e))
         return false;
     if (r.nrows == 1) {
         job_read(&r, 0, out);
@@ -369,10 +359,10 @@ bool queue_retry(store_conn_t *c, int64_t id, arena_t *a, job_t *out, err_t *e)
 
 bool queue_list(store_conn_t *c, const job_query_t *jq, arena_t *a, job_page_t *out, err_t *e)
 {
-    const char *v[] = {jq->status, jq->type, jq->created_by ? num(a, jq->created_by) : NULL,
-                       jq->before_id ? num(a, jq->before_id) : NULL, num(a, jq->limit + 1)};
+    const char *v[] = {jq->status, jq->type, jq->created_by ? store_num(a, jq->created_by) : NULL,
+                       jq->before_id ? store_num(a, jq->before_id) : NULL, store_num(a, jq->limit + 1)};
     store_rows_t r;
-    if (!q(c,
+    if (!store_query(c,
            "SELECT " JOB_COLUMNS " FROM jobs WHERE (CAST($1 AS TEXT) IS NULL OR status = $1)"
            " AND (CAST($2 AS TEXT) IS NULL OR type = $2) AND (CAST($3 AS BIGINT) IS NULL OR created_by = CAST($3 AS BIGINT))"
            " AND (CAST($4 AS BIGINT) IS NULL OR id < CAST($4 AS BIGINT)) ORDER BY id DESC LIMIT CAST($5 AS BIGINT)",
@@ -390,7 +380,7 @@ bool queue_stats(store_conn_t *c, arena_t *a, queue_stats_t *out, err_t *e)
 {
     memset(out, 0, sizeof *out);
     store_rows_t r;
-    if (!q(c,
+    if (!store_query(c,
            "SELECT queue, status, count(*), min(CASE WHEN status IN ('queued', 'failed') THEN run_at END)"
            " FROM jobs WHERE status IN ('queued', 'failed', 'running', 'dead') GROUP BY queue, status",
            0, NULL, a, &r, e))
@@ -401,7 +391,7 @@ bool queue_stats(store_conn_t *c, arena_t *a, queue_stats_t *out, err_t *e)
         const char *st = store_cell(&r, i, 1);
         if (k < 0 || !st)
             continue;
-        int64_t n = cell_i64(&r, i, 2);
+        int64_t n = store_cell_i64(&r, i, 2);
         if (strcmp(st, "running") == 0) {
             out->running[k] += n;
         } else if (strcmp(st, "dead") == 0) {
@@ -410,7 +400,7 @@ bool queue_stats(store_conn_t *c, arena_t *a, queue_stats_t *out, err_t *e)
             out->waiting[k] += n;
             if (strcmp(st, "failed") == 0)
                 out->failed[k] += n;
-            int64_t oldest = cell_i64(&r, i, 3);
+            int64_t oldest = store_cell_i64(&r, i, 3);
             double age = oldest && oldest < now ? (double)(now - oldest) / 1e6 : 0;
             if (age > out->oldest_s[k])
                 out->oldest_s[k] = age;

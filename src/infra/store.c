@@ -2,6 +2,7 @@
 #include "store.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../base/util.h"
@@ -11,6 +12,14 @@ store_t *store_open(const config_t *cfg, err_t *e)
     if (config_is_sqlite(cfg))
         return store_sqlite_open(config_sqlite_path(cfg), cfg->db_pool, e);
     return store_postgres_open(cfg->database_url, cfg->db_pool, e);
+}
+
+const char *store_num(arena_t *a, int64_t v) { return arena_printf(a, "%lld", (long long)v); }
+
+int64_t store_cell_i64(const store_rows_t *r, int row, int col)
+{
+    const char *s = store_cell(r, row, col);
+    return s ? strtoll(s, NULL, 10) : 0;
 }
 
 bool store_event_write(store_conn_t *c, const store_event_t *ev, err_t *e)

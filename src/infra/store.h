@@ -119,6 +119,16 @@ bool store_tx_extras_write(store_conn_t *c, err_t *e);
 /* Writes one outbox event in the caller's transaction (and NOTIFYs the relays on PostgreSQL). */
 bool store_event_write(store_conn_t *c, const store_event_t *ev, err_t *e);
 
+/* Shorthands for the generic statements: run one, bind a number, read a cell as a number (0 for
+ * SQL NULL). */
+static inline bool store_query(store_conn_t *c, const char *sql, int n, const char *const *vals, arena_t *a,
+                               store_rows_t *out, err_t *e)
+{
+    return c->store->ops->query(c, sql, n, vals, a, out, e);
+}
+const char *store_num(arena_t *a, int64_t v);
+int64_t store_cell_i64(const store_rows_t *r, int row, int col);
+
 /* Opens the backend that cfg->database_url names. */
 store_t *store_open(const config_t *cfg, err_t *e);
 store_t *store_sqlite_open(const char *path, int pool_size, err_t *e);
