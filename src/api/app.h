@@ -67,6 +67,9 @@ void events_stop(void);
 /* On the loop: a request with an Authorization header must carry a well-formed bearer token with a
  * good signature and times (401 otherwise); its user and session are noted in the request. */
 bool auth_precheck(http_request_t *req, http_response_t *res);
+/* A token sent as ?access_token= (browsers cannot set headers on EventSource or WebSocket), checked as
+ * auth_precheck checks a header (when no header came); false with a 401 written. */
+bool auth_query_token(http_request_t *req, http_response_t *res, const http_query_t *q);
 /* On a worker, for a request that passed auth_precheck with a token: its session is live and its
  * user active (401 otherwise); who it is is kept in the request for auth_actor. */
 bool auth_session_check(http_request_t *req, http_response_t *res);

@@ -46,9 +46,12 @@ void auth_shutdown(void)
     login_limiter = NULL;
 }
 
-static void unauthorized(const http_request_t *req, http_response_t *res, const err_t *e, bool token_sent)
+/* Writes `e` as the answer; a 401 also says how to authenticate (RFC 6750). */
+static void auth_error(const http_request_t *req, http_response_t *res, const err_t *e, bool token_sent)
 {
     http_res_error(req, res, e);
+    if (e->code != ERR_UNAUTHORIZED)
+        return;
     if (token_sent)
         http_res_header(res, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
     else
@@ -65,7 +68,7 @@ bool auth_precheck(http_request_t *req, http_response_t *res)
     size_t n = strlen(h);
     if (n < 7 || !str_nieq(h, 7, "Bearer ") || n - 7 > TOKEN_MAX_LEN) {
         err_set(&e, ERR_UNAUTHORIZED, "the Authorization header must be \"Bearer <access token>\"");
-        unauthorized(req, res, &e, true);
+        auth_error(req, res, &e, true);
         return false;
     }
     const char *tok = h + 7;
@@ -73,7 +76,7 @@ bool auth_precheck(http_request_t *req, http_response_t *res)
         tok++;
     token_claims_t claims;
     if (!token_verify(tok, strlen(tok), time_now_us() / 1000000, req->arena, &claims, &e)) {
-        unauthorized(req, res, &e, true);
+        auth_error(req, res, &e, true);
         return false;
     }
     req->auth_present = true;
@@ -95,6 +98,24 @@ bool auth_session_check(http_request_t *req, http_response_t *res)
     return ok;
 }
 
+bool auth_query_token(http_request_t *req, http_response_t *res, const http_query_t *q)
+{
+    const char *token = http_query_get(q, "access_token");
+    if (!token || !*token || req->auth_present)
+        return true;
+    err_t e;
+    err_clear(&e);
+    token_claims_t claims;
+    if (!token_verify(token, strlen(token), time_now_us() / 1000000, req->arena, &claims, &e)) {
+        auth_error(req, res, &e, true);
+        return false;
+    }
+    req->auth_present = true;
+    req->auth_user_id = claims.user_id;
+    req->auth_session_id = claims.session_id;
+    return true;
+}
+
 bool auth_actor(http_request_t *req, http_response_t *res, store_conn_t *c, int roles, actor_t *out)
 {
     memset(out, 0, sizeof *out);
@@ -104,10 +125,7 @@ bool auth_actor(http_request_t *req, http_response_t *res, store_conn_t *c, int 
         *out = *(const actor_t *)req->auth_actor; /* checked on this request already */
     } else if (req->auth_present) {
         if (!account_identify(c, req->auth_user_id, req->auth_session_id, req->arena, &out->user, &e)) {
-            if (e.code == ERR_UNAUTHORIZED)
-                unauthorized(req, res, &e, true);
-            else
-                http_res_error(req, res, &e);
+            auth_error(req, res, &e, true);
             return false;
         }
         out->known = true;
@@ -117,7 +135,7 @@ bool auth_actor(http_request_t *req, http_response_t *res, store_conn_t *c, int 
         return true;
     if (!out->known) {
         err_set(&e, ERR_UNAUTHORIZED, "this route needs an access token (Authorization: Bearer ...)");
-        unauthorized(req, res, &e, false);
+        auth_error(req, res, &e, false);
         return false;
     }
     if (!(out->user.role & roles)) {
@@ -285,10 +303,7 @@ void auth_login(http_request_t *req, http_response_t *res)
                             &session_id, &e);
     json_decref(body);
     if (!ok) {
-        if (e.code == ERR_UNAUTHORIZED)
-            unauthorized(req, res, &e, false);
-        else
-            http_res_error(req, res, &e);
+        auth_error(req, res, &e, false);
         return;
     }
     write_tokens(req, res, &u, session_id, refresh);
@@ -316,10 +331,7 @@ void auth_refresh(http_request_t *req, http_response_t *res)
     bool ok = account_refresh(c, old_hash, hash, &audit, req->arena, &u, &session_id, &e);
     app_store_done(c);
     if (!ok) {
-        if (e.code == ERR_UNAUTHORIZED)
-            unauthorized(req, res, &e, false);
-        else
-            http_res_error(req, res, &e);
+        auth_error(req, res, &e, false);
         return;
     }
     write_tokens(req, res, &u, session_id, refresh);

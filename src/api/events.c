@@ -25,7 +25,6 @@
 
 #include "../base/log.h"
 #include "../base/util.h"
-#include "../domain/token.h"
 #include "../infra/redis.h"
 #include "../net/server.h"
 #include "app.h"
@@ -284,7 +283,6 @@ void events_stop(void)
     relay.sub = NULL;
 }
 
-static bool query_token(http_request_t *req, http_response_t *res, const http_query_t *q);
 
 /* The highest event id published so far (0 when none or unknown). */
 static int64_t published_high(store_conn_t *c, arena_t *a)
@@ -344,7 +342,7 @@ void events_stream(http_request_t *req, http_response_t *res)
         err_field(&e, "channel", "must be property:ID, job:ID or jobs");
     if (last && *last && (!parse_i64(last, &last_id) || last_id < 0))
         err_set(&e, ERR_BAD_REQUEST, "Last-Event-ID must be an event id (a non-negative integer)");
-    if (!query_token(req, res, &q))
+    if (!auth_query_token(req, res, &q))
         return;
     if (e.code != ERR_NONE && e.code != ERR_VALIDATION) {
         http_res_error(req, res, &e);
@@ -403,27 +401,6 @@ void events_stream(http_request_t *req, http_response_t *res)
 
 /* GET /ws ------------------------------------------------------------------------------------------ */
 
-/* A token sent as ?access_token= (browsers cannot set headers on EventSource or WebSocket): checked
- * like an Authorization header. false with the answer written. */
-static bool query_token(http_request_t *req, http_response_t *res, const http_query_t *q)
-{
-    const char *token = http_query_get(q, "access_token");
-    if (!token || !*token || req->auth_present)
-        return true;
-    err_t e;
-    err_clear(&e);
-    token_claims_t claims;
-    if (!token_verify(token, strlen(token), time_now_us() / 1000000, req->arena, &claims, &e)) {
-        http_res_error(req, res, &e);
-        http_res_header(res, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
-        return false;
-    }
-    req->auth_present = true;
-    req->auth_user_id = claims.user_id;
-    req->auth_session_id = claims.session_id;
-    return true;
-}
-
 static bool header_has_token(const char *v, const char *token)
 {
     size_t n = strlen(token);
@@ -467,7 +444,7 @@ void ws_upgrade(http_request_t *req, http_response_t *res)
         http_res_error(req, res, &e);
         return;
     }
-    if (!query_token(req, res, &q))
+    if (!auth_query_token(req, res, &q))
         return;
     actor_t actor = {0};
     store_conn_t *c = app_store(req, res);

@@ -450,6 +450,8 @@ void worker_stop(worker_pool_t *w, int grace_ms)
             break;
         if (waited >= grace_ms)
             atomic_store(&w->stop_running, true);
+        if (waited < grace_ms + 5000 && waited + 50 >= grace_ms + 5000) /* a handler that does not look */
+            log_warn("worker: a job is still running %d ms after it was asked to stop; waiting for it", 5000);
         usleep(50000);
     }
     for (int i = 0; i < w->cfg.concurrency; i++)

@@ -97,8 +97,10 @@ typedef struct ev_item {
     char channel[128], type[32];
     int64_t id, owner_id;
     uint64_t arrived_ns;
-    size_t len;
-    char json[]; /* the event document */
+    size_t len;        /* of json */
+    char *frame;       /* the event-stream frame, made once for every stream: points into json[] */
+    size_t frame_len;
+    char json[];       /* the event document, then the frame */
 } ev_item_t;
 
 #define EV_RING 1024
@@ -302,17 +304,7 @@ static void stream_deliver(conn_t *c, const ev_item_t *ev, bool from_ring)
         ws_flush(c);
         return;
     }
-    char head[96];
-    int hn = snprintf(head, sizeof head, "id: %lld\nevent: %s\ndata: ", (long long)ev->id, ev->type);
-    size_t n = (size_t)hn + ev->len + 2;
-    char *frame = malloc(n);
-    if (!frame)
-        abort();
-    memcpy(frame, head, (size_t)hn);
-    memcpy(frame + hn, ev->json, ev->len);
-    memcpy(frame + hn + ev->len, "\n\n", 2);
-    stream_write(c, frame, n);
-    free(frame);
+    stream_write(c, ev->frame, ev->frame_len);
 }
 
 static void ws_on_message(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *user);
@@ -547,11 +539,19 @@ static int hub_n;
 void server_publish(const char *channel, int64_t id, const char *type, const char *json, size_t len, int64_t owner_id)
 {
     pthread_mutex_lock(&hub_mu);
+    char head[96];
+    int hn = snprintf(head, sizeof head, "id: %lld\nevent: %s\ndata: ", (long long)id, type);
+    size_t frame_len = (size_t)hn + len + 2;
     for (int i = 0; i < hub_n && hub_loops; i++) {
         loop_ctx_t *lp = &hub_loops[i];
-        ev_item_t *ev = malloc(sizeof *ev + len + 1);
+        ev_item_t *ev = malloc(sizeof *ev + len + 1 + frame_len);
         if (!ev)
             break;
+        ev->frame = ev->json + len + 1;
+        ev->frame_len = frame_len;
+        memcpy(ev->frame, head, (size_t)hn);
+        memcpy(ev->frame + hn, json, len);
+        memcpy(ev->frame + hn + len, "\n\n", 2);
         ev->next = NULL;
         snprintf(ev->channel, sizeof ev->channel, "%s", channel);
         snprintf(ev->type, sizeof ev->type, "%s", type);
