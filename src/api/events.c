@@ -154,8 +154,10 @@ static int relay_batch(void)
     }
     /* one relay at a time, so events go out in id order: on PostgreSQL a transaction-scoped
      * advisory lock, taken in the same statement (another instance's relay has it: no rows, nothing
-     * to do now); on SQLite the write lock BEGIN IMMEDIATE takes */
-    if (s->ops->begin(c, &e) &&
+     * to do now); on SQLite the write lock BEGIN IMMEDIATE takes. The published marks need not be
+     * durable at once: a mark a database crash takes back means the event goes out again, and
+     * consumers drop it by its id */
+    if (store_begin(c, true, &e) &&
         s->ops->query(c,
                       is_postgres(c)
                           ? "WITH relay AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(7236100302) AS mine)"

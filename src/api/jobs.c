@@ -221,6 +221,21 @@ void jobs_list(http_request_t *req, http_response_t *res)
 
 /* POST /api/jobs: {"type", "payload", "queue", "priority", "max_attempts", "delay_ms"}; any
  * registered type (admins only). Idempotency-Key names the job once. */
+/* A job and its audit entry (POST /api/jobs), in a transaction shared with other enqueues. */
+typedef struct create_arg {
+    const job_spec_t *spec;
+    const store_audit_t *audit;
+    arena_t *arena;
+    job_t job;
+    bool existed;
+} create_arg_t;
+
+static bool do_create(store_conn_t *c, void *p, err_t *e)
+{
+    create_arg_t *a = p;
+    return queue_enqueue(c, a->spec, a->arena, &a->job, &a->existed, e) && (a->existed || account_audit(c, a->audit, e));
+}
+
 void jobs_create(http_request_t *req, http_response_t *res)
 {
     actor_t actor;
@@ -270,20 +285,19 @@ void jobs_create(http_request_t *req, http_response_t *res)
     if (e.code == ERR_NONE && key && (strlen(key) == 0 || strlen(key) > 200))
         err_field(&e, "Idempotency-Key", "must be 1 to 200 characters");
     spec.idempotency_key = key && e.code == ERR_NONE ? arena_printf(req->arena, "api:%s", key) : NULL;
-    job_t j;
-    bool existed = false;
     store_audit_t audit = auth_audit_entry(req, &actor, "job.create", "job", NULL);
-    audit.resource_ref = &j.id;
-    bool ok = e.code == ERR_NONE && c->store->ops->begin(c, &e) &&
-              tx(c, queue_enqueue(c, &spec, req->arena, &j, &existed, &e) && (existed || account_audit(c, &audit, &e)), &e);
+    create_arg_t a = {.spec = &spec, .audit = &audit, .arena = req->arena};
+    audit.resource_ref = &a.job.id;
+    /* group commit: enqueues arriving together share one transaction (store.h) */
+    bool ok = e.code == ERR_NONE && store_tx_group(c->store, c, do_create, &a, &e);
     app_store_done(c);
     if (!ok) {
         http_res_error(req, res, &e);
         return;
     }
     worker_wake();
-    write_job(res, existed ? 200 : 202, &j);
-    http_res_header(res, "Location", "/api/jobs/%lld", (long long)j.id);
+    write_job(res, a.existed ? 200 : 202, &a.job);
+    http_res_header(res, "Location", "/api/jobs/%lld", (long long)a.job.id);
 }
 
 static void admin_transition(http_request_t *req, http_response_t *res,

@@ -119,7 +119,7 @@ typedef struct progress_arg {
     const char *message;
 } progress_arg_t;
 
-static bool in_tx(store_t *s, bool (*fn)(store_conn_t *, void *, err_t *), void *arg, err_t *e);
+static bool in_tx(store_t *s, bool lazy, bool (*fn)(store_conn_t *, void *, err_t *), void *arg, err_t *e);
 
 static bool do_progress(store_conn_t *c, void *arg, err_t *e)
 {
@@ -140,18 +140,20 @@ bool job_progress(job_ctx_t *ctx, int pct, const char *message)
     progress_arg_t p = {ctx->job->id, ctx->slot->holder, pct, message};
     /* the row and its progress event commit together (or, the database busy, not at all: progress
      * is best effort and the job goes on) */
-    if (!in_tx(ctx->pool->store, do_progress, &p, &e) && e.code == ERR_CONFLICT)
+    if (!in_tx(ctx->pool->store, true, do_progress, &p, &e) && e.code == ERR_CONFLICT)
         ctx->lost = true;
     return !job_should_stop(ctx);
 }
 
-/* One transaction on a pooled connection: fn(c, arg) between begin and end. */
-static bool in_tx(store_t *s, bool (*fn)(store_conn_t *, void *, err_t *), void *arg, err_t *e)
+/* One transaction on a pooled connection: fn(c, arg) between begin and end. `lazy`: its commit
+ * need not be durable at once (store.h: begin_lazy), for a claim, progress or a heartbeat, which
+ * a crash of the database server may take back (the job is claimed and run again). */
+static bool in_tx(store_t *s, bool lazy, bool (*fn)(store_conn_t *, void *, err_t *), void *arg, err_t *e)
 {
     store_conn_t *c = s->ops->acquire(s, ACQUIRE_MS, e);
     if (!c)
         return false;
-    bool ok = s->ops->begin(c, e);
+    bool ok = store_begin(c, lazy, e);
     if (ok) {
         ok = fn(c, arg, e);
         if (ok) {
@@ -187,22 +189,69 @@ typedef struct finish_arg {
     job_outcome_t outcome;
     const char *result, *error;
     int64_t retry_at;
+    claim_arg_t *next; /* non-NULL: claim the runner's next job in the same transaction */
 } finish_arg_t;
 
 static bool do_finish(store_conn_t *c, void *p, err_t *e)
 {
     finish_arg_t *f = p;
+    bool ok;
     switch (f->outcome) {
     case JOB_DONE:
-        return queue_succeed(c, f->job->id, f->holder, f->result, e);
+        ok = queue_succeed(c, f->job->id, f->holder, f->result, e);
+        break;
     case JOB_RELEASE:
-        return queue_release(c, f->job->id, f->holder, e);
+        ok = queue_release(c, f->job->id, f->holder, e);
+        break;
     default:
-        return queue_fail(c, f->job, f->holder, f->error, f->outcome == JOB_FAIL, &f->retry_at, e);
+        ok = queue_fail(c, f->job, f->holder, f->error, f->outcome == JOB_FAIL, &f->retry_at, e);
+        break;
+    }
+    return ok && (!f->next || do_claim(c, f->next, e));
+}
+
+/* Records a job's outcome, and with `next` claims the runner's next job in the same transaction:
+ * one commit a job while there is work. A commit that fails is tried again (a busy or restarting
+ * database), the last tries without the claim. */
+static void finish_job(worker_pool_t *w, finish_arg_t *f, claim_arg_t *next)
+{
+    const job_t *job = f->job;
+    err_t e;
+    err_clear(&e);
+    bool ok = false;
+    for (int attempt = 0; attempt < 3 && !ok; attempt++) {
+        err_clear(&e);
+        f->next = attempt == 0 ? next : NULL;
+        if (next)
+            next->got = false;
+        store_conn_t *c = w->store->ops->acquire(w->store, ACQUIRE_MS, &e);
+        ok = c && store_tx_group(w->store, c, do_finish, f, &e); /* with the other runners' (store.h) */
+        if (c)
+            w->store->ops->release(w->store, c);
+        if (!ok && e.code != ERR_UNAVAILABLE && !f->next)
+            break;
+        if (!ok && e.code == ERR_UNAVAILABLE)
+            usleep(200000);
+    }
+    if (!ok) {
+        atomic_fetch_add(&n_lost, 1);
+        log_warn("job %lld (%s): could not record its outcome: %s", (long long)job->id, job->type, e.message);
+    } else if (f->outcome == JOB_DONE) {
+        atomic_fetch_add(&n_succeeded, 1);
+    } else if (f->outcome == JOB_RELEASE) {
+        atomic_fetch_add(&n_released, 1);
+    } else if (f->retry_at) {
+        atomic_fetch_add(&n_retried, 1);
+        log_info("job %lld (%s): attempt %d failed (%s); retry in %.1f s", (long long)job->id, job->type,
+                 job->attempts, f->error, (double)(f->retry_at - time_now_us()) / 1e6);
+    } else {
+        atomic_fetch_add(&n_dead, 1);
+        log_warn("job %lld (%s): dead after %d attempt(s): %s", (long long)job->id, job->type, job->attempts, f->error);
     }
 }
 
-static void run_job(worker_pool_t *w, slot_t *slot, const job_t *job)
+/* Runs a claimed job and records its outcome; with `next`, claims the runner's next job with it. */
+static void run_job(worker_pool_t *w, slot_t *slot, const job_t *job, claim_arg_t *next)
 {
     job_ctx_t ctx = {.pool = w, .slot = slot, .job = job};
     buf_t result;
@@ -210,42 +259,27 @@ static void run_job(worker_pool_t *w, slot_t *slot, const job_t *job)
     char error[512] = "";
     job_handler_t fn = handler_for(job->type);
     job_outcome_t outcome;
-    if (!fn) {
+    if (job->attempts > job->max_attempts) {
+        /* taken over after its lease expired once too often: its runners keep dying on it */
+        snprintf(error, sizeof error, "its runner stopped (lease expired) on every attempt");
+        outcome = JOB_FAIL;
+    } else if (!fn) {
         snprintf(error, sizeof error, "no handler for job type \"%s\"", job->type);
         outcome = JOB_FAIL;
     } else {
+        pthread_mutex_lock(&w->mu);
+        slot->job_id = job->id;
+        pthread_mutex_unlock(&w->mu);
         outcome = fn(&ctx, job, &result, error, sizeof error);
     }
     if (outcome == JOB_RETRY && !error[0])
         snprintf(error, sizeof error, "failed");
     finish_arg_t f = {.job = job, .holder = slot->holder, .outcome = outcome,
                       .result = outcome == JOB_DONE && result.len ? buf_cstr(&result) : NULL, .error = error};
-    err_t e;
-    err_clear(&e);
-    bool ok = false;
-    for (int attempt = 0; attempt < 3 && !ok; attempt++) { /* a busy or restarting database: try again */
-        err_clear(&e);
-        ok = in_tx(w->store, do_finish, &f, &e);
-        if (!ok && e.code != ERR_UNAVAILABLE)
-            break;
-        if (!ok)
-            usleep(200000);
-    }
-    if (!ok) {
-        atomic_fetch_add(&n_lost, 1);
-        log_warn("job %lld (%s): could not record its outcome: %s", (long long)job->id, job->type, e.message);
-    } else if (outcome == JOB_DONE) {
-        atomic_fetch_add(&n_succeeded, 1);
-    } else if (outcome == JOB_RELEASE) {
-        atomic_fetch_add(&n_released, 1);
-    } else if (f.retry_at) {
-        atomic_fetch_add(&n_retried, 1);
-        log_info("job %lld (%s): attempt %d failed (%s); retry in %.1f s", (long long)job->id, job->type,
-                 job->attempts, error, (double)(f.retry_at - time_now_us()) / 1e6);
-    } else {
-        atomic_fetch_add(&n_dead, 1);
-        log_warn("job %lld (%s): dead after %d attempt(s): %s", (long long)job->id, job->type, job->attempts, error);
-    }
+    finish_job(w, &f, atomic_load(&w->stopping) ? NULL : next);
+    pthread_mutex_lock(&w->mu);
+    slot->job_id = next && next->got ? next->job->id : 0;
+    pthread_mutex_unlock(&w->mu);
     buf_free(&result);
 }
 
@@ -294,45 +328,58 @@ static void wait_for_work(worker_pool_t *w, uint64_t seen, arena_t *arena)
     pthread_mutex_unlock(&wake_mu);
 }
 
+/* A runner: claims a job (lazily durable: a lost claim is claimed again), runs it, and records its
+ * outcome together with the claim of the next one. Two arenas: the job being run lives in one
+ * while the next is claimed into the other. */
 static void *runner_main(void *arg)
 {
     slot_t *slot = arg;
     worker_pool_t *w = slot->pool;
-    arena_t arena;
-    arena_init(&arena);
-    while (!atomic_load(&w->stopping)) {
-        pthread_mutex_lock(&wake_mu);
-        uint64_t seen = wake_seq;
-        pthread_mutex_unlock(&wake_mu);
-        job_t job;
-        claim_arg_t a = {.pool = w, .holder = slot->holder, .arena = &arena, .job = &job};
-        err_t e;
-        err_clear(&e);
-        if (!in_tx(w->store, do_claim, &a, &e)) {
-            log_warn("worker: claiming a job failed: %s", e.message);
-            wait_for_work(w, seen, &arena);
-        } else if (a.got && job.attempts > job.max_attempts) {
-            /* taken over after its lease expired once too often: its runners keep dying on it */
-            finish_arg_t f = {.job = &job, .holder = slot->holder, .outcome = JOB_FAIL,
-                              .error = "its runner stopped (lease expired) on every attempt"};
+    arena_t arenas[2];
+    arena_init(&arenas[0]);
+    arena_init(&arenas[1]);
+    job_t jobs[2];
+    int cur = 0;
+    bool have = false; /* jobs[cur] is claimed and not yet run */
+    while (!atomic_load(&w->stopping) || have) {
+        if (!have) {
+            pthread_mutex_lock(&wake_mu);
+            uint64_t seen = wake_seq;
+            pthread_mutex_unlock(&wake_mu);
+            arena_reset(&arenas[cur]);
+            claim_arg_t a = {.pool = w, .holder = slot->holder, .arena = &arenas[cur], .job = &jobs[cur]};
+            err_t e;
             err_clear(&e);
-            if (in_tx(w->store, do_finish, &f, &e))
-                atomic_fetch_add(&n_dead, 1);
-        } else if (a.got) {
-            pthread_mutex_lock(&w->mu);
-            slot->job_id = job.id;
-            pthread_mutex_unlock(&w->mu);
-            run_job(w, slot, &job);
-            pthread_mutex_lock(&w->mu);
-            slot->job_id = 0;
-            pthread_mutex_unlock(&w->mu);
-        } else {
-            wait_for_work(w, seen, &arena);
+            if (!in_tx(w->store, true, do_claim, &a, &e))
+                log_warn("worker: claiming a job failed: %s", e.message);
+            if (!a.got) {
+                wait_for_work(w, seen, &arenas[cur]);
+                continue;
+            }
+            have = true;
         }
-        arena_reset(&arena);
+        int nxt = cur ^ 1;
+        arena_reset(&arenas[nxt]);
+        claim_arg_t next = {.pool = w, .holder = slot->holder, .arena = &arenas[nxt], .job = &jobs[nxt]};
+        run_job(w, slot, &jobs[cur], &next);
+        have = next.got;
+        cur = nxt;
     }
-    arena_free(&arena);
+    arena_free(&arenas[0]);
+    arena_free(&arenas[1]);
     return NULL;
+}
+
+typedef struct heartbeat_arg {
+    int64_t id;
+    const char *holder;
+    int lease_ms;
+} heartbeat_arg_t;
+
+static bool do_heartbeat(store_conn_t *c, void *p, err_t *e)
+{
+    heartbeat_arg_t *h = p;
+    return queue_heartbeat(c, h->id, h->holder, h->lease_ms, e);
 }
 
 static void *heartbeat_main(void *arg)
@@ -358,12 +405,9 @@ static void *heartbeat_main(void *arg)
                 continue;
             err_t e;
             err_clear(&e);
-            store_conn_t *c = w->store->ops->acquire(w->store, ACQUIRE_MS, &e);
-            if (!c)
-                continue;
-            if (!queue_heartbeat(c, id, w->slots[i].holder, w->cfg.lease_ms, &e) && e.code != ERR_CONFLICT)
+            heartbeat_arg_t h = {id, w->slots[i].holder, w->cfg.lease_ms};
+            if (!in_tx(w->store, true, do_heartbeat, &h, &e) && e.code != ERR_CONFLICT)
                 log_warn("worker: heartbeat of job %lld failed: %s", (long long)id, e.message);
-            w->store->ops->release(w->store, c);
         }
     }
     return NULL;

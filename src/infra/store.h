@@ -90,6 +90,12 @@ typedef struct store_ops {
     bool (*query)(store_conn_t *c, const char *sql, int n, const char *const *vals, arena_t *a, store_rows_t *out,
                   err_t *e);
     bool (*begin)(store_conn_t *c, err_t *e);             /* a write transaction */
+    /* A write transaction whose commit need not be durable when it returns (PostgreSQL:
+     * synchronous_commit off for it; it is durable once any later durable commit is, as the log is
+     * written in order). Only for what a crash of the database server may take back because it is
+     * derived again: a job's lease and heartbeat, its progress, the relay's published marks. NULL:
+     * begin is used. */
+    bool (*begin_lazy)(store_conn_t *c, err_t *e);
     bool (*end)(store_conn_t *c, bool commit, err_t *e); /* commit (when `commit`) or roll back */
 
     /* Cross-process wake-ups (PostgreSQL LISTEN/NOTIFY; NULL on SQLite, whose processes poll).
@@ -101,8 +107,11 @@ typedef struct store_ops {
     void (*unlisten)(struct store_listener *l);
 } store_ops_t;
 
+typedef struct txgroup txgroup_t;
+
 struct store {
     const store_ops_t *ops;
+    txgroup_t *group; /* store_tx_group's queue (txgroup.c); made and freed by the backend */
 };
 
 struct store_conn {
@@ -126,8 +135,23 @@ static inline bool store_query(store_conn_t *c, const char *sql, int n, const ch
 {
     return c->store->ops->query(c, sql, n, vals, a, out, e);
 }
+static inline bool store_begin(store_conn_t *c, bool lazy, err_t *e)
+{
+    return lazy && c->store->ops->begin_lazy ? c->store->ops->begin_lazy(c, e) : c->store->ops->begin(c, e);
+}
 const char *store_num(arena_t *a, int64_t v);
 int64_t store_cell_i64(const store_rows_t *r, int row, int col);
+
+/* Group commit (txgroup.c): runs fn(c, arg, e) in a write transaction shared with the calls of
+ * other threads that arrive meanwhile, committed once for all. fn may run on another caller's
+ * thread and must touch nothing but the database (through c) and its own arg. Each caller gets
+ * the outcome it would have had alone: when a call fails the group is rolled back and every call
+ * runs again by itself. `held`: a connection the caller holds, used if it leads (a leader that
+ * waited for the pool while its members hold connections could wait for ever). */
+typedef bool (*store_tx_fn)(store_conn_t *c, void *arg, err_t *e);
+bool store_tx_group(store_t *s, store_conn_t *held, store_tx_fn fn, void *arg, err_t *e);
+txgroup_t *txgroup_new(void);
+void txgroup_free(txgroup_t *g);
 
 /* Opens the backend that cfg->database_url names. */
 store_t *store_open(const config_t *cfg, err_t *e);

@@ -5,7 +5,14 @@
  * connection prepares a statement once per SQL text and keeps it (an LRU of names). A connection
  * found broken (the server restarted, the network dropped) is reconnected when it is next acquired;
  * while the server is down, acquire fails at once with ERR_UNAVAILABLE, which clients see as a 503.
- * Every statement runs under a statement timeout and every connect under a connect timeout. */
+ * Every statement runs under a statement timeout and every connect under a connect timeout.
+ *
+ * Notifications (store_ops.notify) are sent after the commit, not inside the transaction: a
+ * transaction that NOTIFYs takes one database-wide lock from its commit until its WAL is flushed,
+ * which would line every job and outbox write up behind one another, one flush each. Instead the
+ * committing connection marks the channel and one notifier thread per store sends a single NOTIFY
+ * for everything committed since its last (a transaction of its own, no WAL flush). A process that
+ * dies between a commit and its NOTIFY leaves the listeners to their safety-net polls. */
 #include <libpq-fe.h>
 #include <poll.h>
 #include <pthread.h>
@@ -40,7 +47,20 @@ typedef struct pg_conn {
     pg_stmt_t cache[STMT_CACHE];
     int next_name;
     uint64_t tick;
+    unsigned notify; /* channels (bits of pg_store_t.channel) to NOTIFY once this transaction commits */
 } pg_conn_t;
+
+#define NOTIFY_CHANNELS 8
+
+typedef struct notifier {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char channel[NOTIFY_CHANNELS][64]; /* names, added on first use; never removed */
+    int nchannels;
+    unsigned pending; /* under mu */
+    bool started, stop;
+    pthread_t thread;
+} notifier_t;
 
 typedef struct pg_store {
     store_t base;
@@ -48,6 +68,7 @@ typedef struct pg_store {
     int size;
     pg_conn_t *conns;
     pool_t pool; /* lends out conns[] by index */
+    notifier_t notifier;
 } pg_store_t;
 
 static const store_ops_t postgres_ops;
@@ -108,6 +129,8 @@ store_t *store_postgres_open(const char *url, int pool_size, err_t *e)
     pool_init(&s->pool, pool_size);
     for (int i = 0; i < pool_size; i++)
         s->conns[i].base.store = &s->base;
+    pthread_mutex_init(&s->notifier.mu, NULL);
+    pthread_cond_init(&s->notifier.cv, NULL);
     /* one connection now, so a wrong URL or a server that is down stops start-up with its reason;
      * the others connect when first used */
     char detail[256] = "";
@@ -118,12 +141,17 @@ store_t *store_postgres_open(const char *url, int pool_size, err_t *e)
         free(s);
         return NULL;
     }
+    s->base.group = txgroup_new();
     return &s->base;
 }
+
+static void notifier_stop(pg_store_t *s);
 
 static void pg_close(store_t *base)
 {
     pg_store_t *s = (pg_store_t *)base;
+    notifier_stop(s);
+    txgroup_free(s->base.group);
     for (int i = 0; i < s->size; i++) {
         stmt_cache_clear(&s->conns[i]);
         if (s->conns[i].db)
@@ -158,6 +186,7 @@ static void pg_release(store_t *base, store_conn_t *cb)
     }
     cb->audit = NULL;
     cb->event = NULL;
+    c->notify = 0;
     pg_store_t *s = (pg_store_t *)base;
     pool_release(&s->pool, (int)(c - s->conns));
 }
@@ -581,12 +610,25 @@ static bool pg_property_get(store_conn_t *cb, int64_t id, arena_t *a, property_t
     return found ? true : err_set(e, ERR_NOT_FOUND, "no property with id %lld", (long long)id);
 }
 
-static bool in_tx(pg_conn_t *c, err_t *e) { return exec_simple(c, "BEGIN", e); }
+static void notify_post(pg_store_t *s, unsigned channels);
+
+static bool in_tx(pg_conn_t *c, err_t *e)
+{
+    c->notify = 0;
+    return exec_simple(c, "BEGIN", e);
+}
 
 static bool commit_or_rollback(pg_conn_t *c, bool ok, err_t *e)
 {
-    if (ok)
-        return exec_simple(c, "COMMIT", e);
+    unsigned notify = c->notify;
+    c->notify = 0;
+    if (ok) {
+        if (!exec_simple(c, "COMMIT", e))
+            return false;
+        if (notify)
+            notify_post((pg_store_t *)c->base.store, notify);
+        return true;
+    }
     if (c->db) {
         err_t ignore;
         err_clear(&ignore);
@@ -694,6 +736,13 @@ static bool pg_query(store_conn_t *cb, const char *sql, int n, const char *const
 
 static bool pg_begin(store_conn_t *cb, err_t *e) { return in_tx((pg_conn_t *)cb, e); }
 
+static bool pg_begin_lazy(store_conn_t *cb, err_t *e)
+{
+    pg_conn_t *c = (pg_conn_t *)cb;
+    c->notify = 0;
+    return exec_simple(c, "BEGIN; SET LOCAL synchronous_commit = off", e);
+}
+
 static bool pg_end(store_conn_t *cb, bool commit, err_t *e)
 {
     pg_conn_t *c = (pg_conn_t *)cb;
@@ -791,12 +840,90 @@ static void pg_optimize(store_t *base)
 
 /* Notifications ----------------------------------------------------------------------------------- */
 
+/* The notifier thread: waits for posted channels and NOTIFYs them on a connection of its own. */
+static void *notifier_main(void *p)
+{
+    pg_store_t *s = p;
+    notifier_t *n = &s->notifier;
+    pg_conn_t conn = {0};
+    conn.base.store = &s->base;
+    bool warned = false;
+    pthread_mutex_lock(&n->mu);
+    for (;;) {
+        while (!n->pending && !n->stop)
+            pthread_cond_wait(&n->cv, &n->mu);
+        if (n->stop)
+            break;
+        unsigned send = n->pending;
+        n->pending = 0;
+        buf_t sql;
+        buf_init(&sql);
+        for (int i = 0; i < n->nchannels; i++)
+            if (send & (1u << i))
+                buf_printf(&sql, "NOTIFY \"%s\";", n->channel[i]);
+        pthread_mutex_unlock(&n->mu);
+        err_t e;
+        err_clear(&e);
+        bool ok = (conn.db && PQstatus(conn.db) == CONNECTION_OK) || conn_connect(s, &conn, &e, NULL, 0);
+        ok = ok && exec_simple(&conn, buf_cstr(&sql), &e);
+        if (!ok && !warned) /* the listeners' safety-net polls find the work meanwhile */
+            log_warn("postgres: NOTIFY failed (%s); listeners rely on their polls until it works", e.message);
+        warned = !ok;
+        buf_free(&sql);
+        pthread_mutex_lock(&n->mu);
+    }
+    pthread_mutex_unlock(&n->mu);
+    if (conn.db)
+        PQfinish(conn.db);
+    stmt_cache_clear(&conn);
+    return NULL;
+}
+
+static void notify_post(pg_store_t *s, unsigned channels)
+{
+    notifier_t *n = &s->notifier;
+    pthread_mutex_lock(&n->mu);
+    if (!n->started && !n->stop)
+        n->started = pthread_create(&n->thread, NULL, notifier_main, s) == 0;
+    n->pending |= channels;
+    pthread_cond_signal(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+}
+
+static void notifier_stop(pg_store_t *s)
+{
+    notifier_t *n = &s->notifier;
+    pthread_mutex_lock(&n->mu);
+    n->stop = true;
+    bool started = n->started;
+    pthread_cond_signal(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+    if (started)
+        pthread_join(n->thread, NULL);
+    pthread_cond_destroy(&n->cv);
+    pthread_mutex_destroy(&n->mu);
+}
+
+/* Marks `channel` for the notifier: at the commit of the open transaction, at once outside one. */
 static bool pg_notify(store_conn_t *cb, const char *channel, err_t *e)
 {
-    const char *v[] = {channel};
-    PGresult *r = run((pg_conn_t *)cb, "SELECT pg_notify($1, '')", 1, v, PGRES_TUPLES_OK, e);
-    PQclear(r);
-    return r != NULL;
+    pg_conn_t *c = (pg_conn_t *)cb;
+    pg_store_t *s = (pg_store_t *)cb->store;
+    notifier_t *n = &s->notifier;
+    pthread_mutex_lock(&n->mu);
+    int i = 0;
+    while (i < n->nchannels && strcmp(n->channel[i], channel) != 0)
+        i++;
+    if (i == n->nchannels && i < NOTIFY_CHANNELS && strlen(channel) < sizeof n->channel[0])
+        snprintf(n->channel[n->nchannels++], sizeof n->channel[0], "%s", channel);
+    pthread_mutex_unlock(&n->mu);
+    if (i == NOTIFY_CHANNELS || strlen(channel) >= sizeof n->channel[0])
+        return err_set(e, ERR_INTERNAL, "notification channel \"%s\" not possible", channel);
+    if (c->db && PQtransactionStatus(c->db) == PQTRANS_INTRANS)
+        c->notify |= 1u << i;
+    else
+        notify_post(s, 1u << i);
+    return true;
 }
 
 struct store_listener {
@@ -894,6 +1021,7 @@ static const store_ops_t postgres_ops = {
     .property_count = pg_property_count,
     .query = pg_query,
     .begin = pg_begin,
+    .begin_lazy = pg_begin_lazy,
     .end = pg_end,
     .notify = pg_notify,
     .listen = pg_listen,

@@ -188,6 +188,7 @@ store_t *store_sqlite_open(const char *path, int pool_size, err_t *e)
             return NULL;
         }
     }
+    s->base.group = txgroup_new();
     return &s->base;
 }
 
@@ -196,6 +197,7 @@ static void sq_close(store_t *base)
     sq_store_t *s = (sq_store_t *)base;
     for (int i = 0; i < s->size; i++)
         conn_close(&s->conns[i]);
+    txgroup_free(s->base.group);
     pool_destroy(&s->pool);
     free(s->conns);
     free(s->path);

@@ -1,7 +1,9 @@
 /* test_queue: the job queue and the outbox on a temporary SQLite store, below the HTTP layer:
  * an event written in a transaction that rolls back leaves nothing to publish; a job enqueued in a
  * rolled-back transaction never runs; a claim takes the lease exactly once, in queue order; a job
- * whose lease was lost cannot be finished by its old holder; failures back off and end dead. */
+ * whose lease was lost cannot be finished by its old holder; failures back off and end dead; group
+ * commit (store_tx_group) from many threads keeps every caller's outcome its own. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -163,6 +165,84 @@ static void failures_back_off_then_die(void **state)
     assert_string_equal(now.error, "boom again");
 }
 
+/* Group commit: 8 threads enqueue 50 jobs each through store_tx_group; every 5th call of thread 0
+ * enqueues and then fails. The failing calls leave nothing, every other call's job is there once. */
+#define GROUP_THREADS 8
+#define GROUP_CALLS 50
+
+typedef struct group_call {
+    bool fail;
+    arena_t *a;
+    job_t job;
+} group_call_t;
+
+static bool group_enqueue(store_conn_t *c, void *p, err_t *e)
+{
+    group_call_t *g = p;
+    bool existed;
+    if (!queue_enqueue(c, &(job_spec_t){.type = "noop"}, g->a, &g->job, &existed, e))
+        return false;
+    return !g->fail || err_set(e, ERR_VALIDATION, "this call fails after its insert");
+}
+
+typedef struct group_thread {
+    store_t *s;
+    int index, ok, failed;
+    int64_t ids[GROUP_CALLS];
+} group_thread_t;
+
+static void *group_main(void *p)
+{
+    group_thread_t *t = p;
+    arena_t a;
+    arena_init(&a);
+    for (int i = 0; i < GROUP_CALLS; i++) {
+        err_t e;
+        err_clear(&e);
+        store_conn_t *c = t->s->ops->acquire(t->s, 10000, &e);
+        if (!c)
+            break;
+        group_call_t g = {.fail = t->index == 0 && i % 5 == 0, .a = &a};
+        if (store_tx_group(t->s, c, group_enqueue, &g, &e))
+            t->ids[t->ok++] = g.job.id;
+        else if (e.code == ERR_VALIDATION && g.fail)
+            t->failed++;
+        t->s->ops->release(t->s, c);
+    }
+    arena_free(&a);
+    return NULL;
+}
+
+static void group_commit_keeps_outcomes_apart(void **state)
+{
+    fixture_t *f = *state;
+    err_t e;
+    err_clear(&e);
+    store_t *s = store_sqlite_open(f->path, GROUP_THREADS, &e);
+    assert_non_null(s);
+    group_thread_t t[GROUP_THREADS];
+    pthread_t th[GROUP_THREADS];
+    for (int i = 0; i < GROUP_THREADS; i++) {
+        t[i] = (group_thread_t){.s = s, .index = i};
+        assert_int_equal(pthread_create(&th[i], NULL, group_main, &t[i]), 0);
+    }
+    int ok = 0;
+    for (int i = 0; i < GROUP_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        ok += t[i].ok;
+    }
+    assert_int_equal(t[0].failed, GROUP_CALLS / 5);
+    assert_int_equal(ok, GROUP_THREADS * GROUP_CALLS - GROUP_CALLS / 5);
+    assert_int_equal(count(f, "SELECT count(*) FROM jobs"), ok);
+    assert_int_equal(count(f, "SELECT count(*) FROM outbox_events"), ok); /* one job_queued each */
+    for (int i = 0; i < GROUP_THREADS; i++)
+        for (int k = 0; k < t[i].ok; k++) {
+            job_t j;
+            assert_true(queue_get(f->c, t[i].ids[k], &f->a, &j, &e));
+        }
+    s->ops->close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -170,6 +250,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(rolled_back_job_never_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(claims_follow_queue_order_and_leases, setup, teardown),
         cmocka_unit_test_setup_teardown(failures_back_off_then_die, setup, teardown),
+        cmocka_unit_test_setup_teardown(group_commit_keeps_outcomes_apart, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
