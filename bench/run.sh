@@ -19,7 +19,7 @@ echo "binary: $BIN"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
-for b in http search idle postgres cache cache_zipf ws jobs; do
+for b in http search idle postgres cache cache_zipf ws jobs ml; do
   "$HERE/$b.sh" "$BIN" > >(tee -a "$LOG") 2>&1 &
   child=$!
   wait "$child"

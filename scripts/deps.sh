@@ -9,6 +9,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BUILD_PKGS=(
   gcc make cmake pkg-config
   libuv1-dev node-llhttp libjansson-dev libsqlite3-dev libsodium-dev libjwt-dev libwslay-dev libssl-dev
+  libxgboost-dev
 )
 TEST_PKGS=(
   libcmocka-dev python3 clang libclang-rt-14-dev curl
@@ -22,6 +23,7 @@ BENCH_PKGS=(
   wrk nginx-light procps
   python3-fastapi python3-uvicorn python3-psycopg2   # bench/peer_fastapi
   python3-celery python3-redis                       # bench/peer_celery (Celery's Redis transport needs python3-redis)
+  python3-sklearn python3-pandas                     # bench/peer_sklearn
 )
 
 want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}")

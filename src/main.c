@@ -14,6 +14,9 @@ static int usage(FILE *to)
                 "                                        import listings (idempotent)\n"
                 "  worker [--queues high,default,low] [--concurrency N]\n"
                 "                                        run background jobs\n"
+                "  train [--activate] [--rounds N] [--folds K] [--seed S]\n"
+                "                                        train the price model (a new version)\n"
+                "  model list | model activate VERSION  the price model's versions\n"
                 "  routes                                list the HTTP routes\n"
                 "  user create --email E --role buyer|agent|admin [--full-name N] [--password P]\n"
                 "                                        create an account (password on stdin without --password)\n"
@@ -39,6 +42,10 @@ int main(int argc, char **argv)
         return cmd_user(argc - 1, argv + 1);
     if (strcmp(cmd, "worker") == 0)
         return cmd_worker(argc - 1, argv + 1);
+    if (strcmp(cmd, "train") == 0)
+        return cmd_train(argc - 1, argv + 1);
+    if (strcmp(cmd, "model") == 0)
+        return cmd_model(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("hearth %s\n", HEARTH_VERSION);
         return 0;

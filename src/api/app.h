@@ -56,6 +56,11 @@ void jobs_retry(http_request_t *req, http_response_t *res);
 void jobs_cancel(http_request_t *req, http_response_t *res);
 void events_stream(http_request_t *req, http_response_t *res);
 void ws_upgrade(http_request_t *req, http_response_t *res);
+void ml_predict_price(http_request_t *req, http_response_t *res);     /* ml.c */
+void ml_model_info(http_request_t *req, http_response_t *res);        /* ml.c */
+void preferences_create(http_request_t *req, http_response_t *res);   /* recommendations.c */
+void recommendations_get(http_request_t *req, http_response_t *res);  /* recommendations.c */
+void recommendations_post(http_request_t *req, http_response_t *res); /* recommendations.c */
 
 /* The outbox relay and, with Redis, the subscription that feeds this instance's event streams
  * (events.c); started by serve, stopped after the server. */

@@ -34,6 +34,11 @@ route_t app_routes[] = {
     {METHOD_POST, "/api/jobs/{id}/retry", jobs_retry, 0, 24, "write"},
     {METHOD_GET, "/api/events", events_stream, 0, 25, "read"},
     {METHOD_GET, "/ws", ws_upgrade, 0, 26, "read"},
+    {METHOD_POST, "/api/ml/predict-price", ml_predict_price, 0, 27, "read"},
+    {METHOD_GET, "/api/ml/model-info", ml_model_info, 0, 28, "read"},
+    {METHOD_POST, "/api/preferences", preferences_create, 0, 29, "write"},
+    {METHOD_GET, "/api/recommendations", recommendations_get, 0, 30, "read"},
+    {METHOD_POST, "/api/recommendations", recommendations_post, 0, 31, "read"},
     {0, NULL, NULL, 0, 0, NULL},
 };
 

@@ -19,6 +19,11 @@ int cmd_user(int argc, char **argv);
 /* hearth worker [--queues high,default,low] [--concurrency N] */
 int cmd_worker(int argc, char **argv);
 
+/* hearth train [--activate] [--rounds N] [--folds K] [--seed S] */
+int cmd_train(int argc, char **argv);
+/* hearth model list | hearth model activate VERSION */
+int cmd_model(int argc, char **argv);
+
 /* Shared start-up: load the configuration (flags already applied by the caller come after) and set
  * up logging; prints the one-line reason and returns false on a bad value. */
 bool cmd_load_config(config_t *cfg);

@@ -10,6 +10,7 @@
 #include "../base/util.h"
 #include "../domain/import.h"
 #include "../domain/jobs.h"
+#include "../domain/pricing.h"
 #include "../domain/schedule.h"
 #include "../infra/cache.h"
 #include "../infra/redis.h"
@@ -59,6 +60,31 @@ static bool load_demo(store_t *s)
 }
 
 static void listings_changed(void) { respcache_invalidate(); }
+
+/* --demo without a price model: queue its training (a `train` job; the model is there within
+ * seconds, and predictions answer 503 until then). */
+static void demo_train(store_t *s)
+{
+    err_t e;
+    err_clear(&e);
+    store_conn_t *c = s->ops->acquire(s, 5000, &e);
+    job_t j;
+    bool existed;
+    arena_t a;
+    arena_init(&a);
+    job_spec_t spec = {.type = "train", .payload = "{\"activate\":false}"};
+    bool ok = c && s->ops->begin(c, &e) && queue_enqueue(c, &spec, &a, &j, &existed, &e);
+    if (c) {
+        ok = s->ops->end(c, ok, &e) && ok;
+        s->ops->release(s, c);
+    }
+    if (ok)
+        log_info("demo: no price model yet; training one (job %lld)", (long long)j.id);
+    else
+        log_warn("demo: could not queue the price model's training: %s", e.message);
+    arena_free(&a);
+    worker_wake();
+}
 
 /* SIGTERM: the job runners stop claiming at once and their running jobs share the grace period with
  * the HTTP drain (worker_stop gets what is left of it). */
@@ -151,6 +177,9 @@ int cmd_serve(int argc, char **argv)
     g_app.store = s;
     g_app.started_at_us = time_now_us();
     jobs_register(cfg->data_dir, cfg->test_jobs, listings_changed);
+    pricing_open(cfg->data_dir, &e);
+    if (demo && !pricing_ready())
+        demo_train(s);
     worker_pool_t *jobs = NULL;
     if (cfg->job_workers > 0) {
         worker_config_t wc = {.name = "serve", .concurrency = cfg->job_workers, .lease_ms = cfg->job_lease_ms};
@@ -169,6 +198,7 @@ int cmd_serve(int argc, char **argv)
     if (!ok)
         fprintf(stderr, "hearth: %s\n", e.message);
     ratelimit_mw_stop();
+    pricing_close();
     auth_shutdown();
     respcache_setup(NULL, NULL, 0, NULL, NULL);
     if (cache)

@@ -4,6 +4,9 @@
  *   import   imports an uploaded file (POST /api/imports): payload {"upload_id", "format",
  *            "source", "owner_id"}; progress by rows written; the result is the import's summary.
  *   prune    deletes old events, finished jobs and their uploads (the hourly `prune` schedule).
+ *   train    trains a new price model version (pricing.c): payload {"activate": bool}; the result
+ *            is the version and each market's cross-validated metrics (`serve --demo` queues one
+ *            when there is no model yet).
  *
  * With HEARTH_TEST_JOBS=1 (tests only, never in production) three more: test.record appends its
  * job id to DATA_DIR/test-jobs.log when it succeeds (exactly-once checks), optionally after
@@ -21,8 +24,9 @@
 #include "../base/jw.h"
 #include "../base/util.h"
 #include "import.h"
+#include "pricing.h"
 
-static char test_log[1100];
+static char test_log[1100], model_dir[1100];
 static void (*changed)(void);
 
 static job_outcome_t job_noop(job_ctx_t *ctx, const job_t *job, buf_t *result, char *error, size_t errlen)
@@ -235,9 +239,48 @@ static job_outcome_t job_test_sleep(job_ctx_t *ctx, const job_t *job, buf_t *res
     return JOB_DONE;
 }
 
+static job_outcome_t job_train(job_ctx_t *ctx, const job_t *job, buf_t *result, char *error, size_t errlen)
+{
+    json_t *p = json_loads(job->payload, 0, NULL);
+    train_options_t o = {.folds = 5, .seed = 42, .quiet = true, .activate = json_is_true(json_object_get(p, "activate"))};
+    json_decref(p);
+    job_progress(ctx, 1, "training");
+    err_t e;
+    err_clear(&e);
+    int version = 0;
+    market_metrics_t m[MARKET__COUNT];
+    if (!pricing_train(job_store(ctx), model_dir, &o, &version, m, &e)) {
+        snprintf(error, errlen, "%s", e.message);
+        return e.code == ERR_VALIDATION ? JOB_FAIL : JOB_RETRY;
+    }
+    jw_t w;
+    jw_init(&w, result);
+    jw_obj_begin(&w);
+    jw_kint(&w, "version", version);
+    jw_key(&w, "markets");
+    jw_obj_begin(&w);
+    for (int k = 0; k < MARKET__COUNT; k++) {
+        if (!m[k].rows)
+            continue;
+        jw_key(&w, market_names[k]);
+        jw_obj_begin(&w);
+        jw_kint(&w, "rows", m[k].rows);
+        jw_key(&w, "rmsle");
+        jw_double(&w, m[k].rmsle);
+        jw_key(&w, "r2");
+        jw_double(&w, m[k].r2);
+        jw_obj_end(&w);
+    }
+    jw_obj_end(&w);
+    jw_obj_end(&w);
+    return JOB_DONE;
+}
+
 void jobs_register(const char *data_dir, bool test_handlers, void (*listings_changed)(void))
 {
     changed = listings_changed;
+    snprintf(model_dir, sizeof model_dir, "%s", data_dir);
+    worker_register("train", job_train);
     worker_register("noop", job_noop);
     worker_register("import", job_import);
     worker_register("prune", job_prune);

@@ -149,6 +149,8 @@ static uint64_t current_generation(void)
 /* The generation a worker uses with Redis: the subscription's when it is live (no round trip). */
 static uint64_t shared_generation(void) { return near_usable() ? atomic_load(&near_gen) : current_generation(); }
 
+uint64_t respcache_generation(void) { return redis ? shared_generation() : atomic_load(&generation); }
+
 /* The subscription keeps near_gen current. Subscribed again after losing the connection, it bumps
  * the generation first: writes made meanwhile may not have reached Redis. */
 static void sub_up(void *arg, bool again)

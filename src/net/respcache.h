@@ -36,6 +36,11 @@ bool respcache_lookup_loop(http_request_t *req, http_response_t *res);
 /* Everything cached so far is stale. false when the shared generation in Redis could not be bumped
  * (it is bumped at the next chance; meanwhile other instances may serve for up to the TTL). */
 bool respcache_invalidate(void);
+/* The generation that entries are made under now (0: unknown, while Redis is unavailable: cache
+ * nothing), for caches of answers derived from the listings that are kept outside this module
+ * (api/recommendations.c): a key carrying it goes stale with every respcache_invalidate. May wait
+ * on Redis: workers only. */
+uint64_t respcache_generation(void);
 void respcache_render_metrics(buf_t *out);
 /* The near cache: -1 none (no Redis, or the cache is off), 1 live (subscribed, answering), 0 off
  * (the subscription is down: everything goes to Redis). */
