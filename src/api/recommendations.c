@@ -39,7 +39,8 @@
  *   HEARTH_CACHE_MB or HEARTH_CACHE_TTL_MS is 0.
  * - estimates: the model's estimate per (listing id, listing version, model version). A listing's
  *   row and a model version never change under the same numbers, so an entry is never stale (it is
- *   dropped a day after it was made, or when evicted); a prediction costs a few hundred microseconds, a lookup well under one. */
+ *   dropped a day after it was made, or when evicted); a prediction costs a few hundred
+ *   microseconds, a lookup well under one. */
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 static cache_t *answers, *estimates;
 static int answers_ttl_ms;
@@ -563,7 +564,8 @@ void recommendations_get(http_request_t *req, http_response_t *res)
         if (actor.known) {
             http_res_errorf(req, res, ERR_FORBIDDEN, "this preference session belongs to another user");
         } else {
-            http_res_errorf(req, res, ERR_UNAUTHORIZED, "this preference session belongs to a user: send their access token");
+            http_res_errorf(req, res, ERR_UNAUTHORIZED,
+                            "this preference session belongs to a user: send their access token");
             http_res_header(res, "WWW-Authenticate", "Bearer");
         }
         return;

@@ -111,7 +111,8 @@ class RecommendationCase(ServerTestCase):
             self.assertEqual(b["value"], 0.5)
         else:
             d = (Decimal(str(est)) - Decimal(str(p["price"]))) / Decimal(str(est))
-            m = re.search(r"priced (\d+)% (below|above) its estimated value \((\$[\d,.]+)\)|priced at its estimated value \((\$[\d,.]+)\)", text)
+            m = re.search(r"priced (\d+)% (below|above) its estimated value \((\$[\d,.]+)\)"
+                          r"|priced at its estimated value \((\$[\d,.]+)\)", text)
             self.assertIsNotNone(m, text)
             self.assertEqual(dollars(m.group(3) or m.group(4)), Decimal(str(est)))
             if m.group(1):
@@ -187,6 +188,22 @@ class RecommendationsTest(RecommendationCase):
         self.assert_error(r, 400, "bad_request")
         r = self.request("POST", "/api/recommendations", b"[1, 2]", {"Content-Type": "application/json"}, token=None)
         self.assert_error(r, 422, "validation_failed")
+
+    def test_no_input_makes_it_fail(self):
+        bodies = [b"null", b"0", b'"x"', b"[]", b"{}", b'{"budget": {}}', b'{"budget": 1e400}', b'{"budget": -0.0}',
+                  b'{"budget": 9999999999999999999999}', b'{"location": "\\u0000x"}', b'{"location": "\\ud800"}',
+                  b'{"location": "%s"}' % ("\u00e9" * 300).encode(), b'{"preferred_amenities": [[[]]]}',
+                  b'{"preferred_amenities": ["' + b"a" * 70 + b'"]}', b'{"min_bedrooms": 1e10}',
+                  b'{"max_commute_time": -1e308}', b'{"min_school_rating": 1e-320}', b'{"budget": 1, "budget": 2}',
+                  b'{"location": "%"}', b'{"location": "_"}', b'{"location": "\\\\"}', b'{"location": "\' OR 1=1 --"}',
+                  b'[' * 5000 + b']' * 5000, b'{"limit": 3}', b'{"budget": 100000, "limit": null}']
+        for path in ("/api/recommendations", "/api/preferences"):
+            for body in bodies:
+                r = self.request("POST", path, body, {"Content-Type": "application/json"}, token=None)
+                self.assertIn(r.status, (200, 201, 400, 422), "%s %r -> %r" % (path, body[:60], r))
+                if r.status >= 400:
+                    self.assert_error(r, r.status, "bad_request" if r.status == 400 else "validation_failed")
+        self.assertTrue(self.server.alive())
 
     def test_sessions(self):
         prefs = {"budget": 180000, "preferred_amenities": ["Garage", "central air", "garage"], "min_bedrooms": 2.0,
@@ -429,6 +446,24 @@ class WithModelTest(RecommendationCase):
         self.assertEqual(items[1]["breakdown"]["value"], 0.5)
         for it in items:
             self.assert_item_consistent(it, {"location": tag})
+
+    def test_estimate_follows_a_changed_listing(self):
+        tag = "Wrenhollow"
+        source = [p for p in self.fetch_all("location=ames") if p["source"] == "ames"][1]
+        base = self.get_json("/api/properties/%d" % source["id"])
+        body = {k: base[k] for k in ("bedrooms", "bathrooms", "size_sqft", "lot_size_sqft", "year_built", "latitude",
+                                     "longitude", "features", "state")}
+        body.update(location="7 Change St, %s, IA" % tag, city="Ames")
+        home = self.request("POST", "/api/properties", valid_property(title="Changing", price=base["price"], **body)).json
+        first = self.recommend({"location": tag})["items"][0]
+        self.assertEqual(first["predicted_price"], self.predict(home["id"]))
+        # without its source row the listing is priced by the model of listing fields alone
+        r = self.request("PATCH", "/api/properties/%d" % home["id"], {"features": None, "size_sqft": base["size_sqft"] * 2})
+        self.assertEqual(r.status, 200, repr(r))
+        second = self.recommend({"location": tag})["items"][0]
+        self.assertEqual(second["predicted_price"], self.predict(home["id"]), "the estimate of the changed listing")
+        self.assertNotEqual(second["predicted_price"], first["predicted_price"])
+        self.assert_item_consistent(second, {"location": tag})
 
     def test_a_new_model_version_changes_the_answer_at_once(self):
         prefs = {"budget": 250000, "min_bedrooms": 3, "limit": 5}

@@ -28,7 +28,8 @@ static uint64_t next(void)
 
 static int pick(int lo, int hi) { return lo + (int)(next() % (uint64_t)(hi - lo + 1)); }
 
-static const char *const AMENITIES[] = {"garage", "pool", "fireplace", "central_air", "basement", "deck", "porch", "garden"};
+static const char *const AMENITIES[] = {"garage", "pool", "fireplace", "central_air",
+                                        "basement", "deck", "porch", "garden"};
 #define NAMEN 8
 
 /* A random active home; strings and lists in `a`. */
@@ -259,7 +260,8 @@ static void test_score_is_weighted_mean_of_breakdown(void **state)
 static void test_unknown_is_neutral(void **state)
 {
     (void)state;
-    rec_prefs_t p = {.set = RP_BIT(RP_MAX_COMMUTE) | RP_BIT(RP_MIN_SCHOOL), .max_commute_time = 30, .min_school_rating = 7};
+    rec_prefs_t p = {.set = RP_BIT(RP_MAX_COMMUTE) | RP_BIT(RP_MIN_SCHOOL), .max_commute_time = 30,
+                     .min_school_rating = 7};
     property_t h;
     property_init(&h);
     h.status = "active";
