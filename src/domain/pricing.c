@@ -9,8 +9,8 @@
  *
  * The loaded model is a reference-counted set (one booster per market) that predictions borrow;
  * a prediction checks `active` at most once a second and a new version replaces the set for the
- * next callers while current ones finish on the old. XGBoost predicts one row through a DMatrix
- * (which carries the categorical feature types); a booster is used by one thread at a time. */
+ * next callers while current ones finish on the old. XGBoost trains; predictions walk the saved
+ * trees with trees.c (no lock, a few microseconds), which training checks against XGBoost. */
 #include "pricing.h"
 
 #include <dirent.h>
@@ -32,6 +32,7 @@
 #include "../base/log.h"
 #include "../base/util.h"
 #include "../infra/store.h"
+#include "trees.h"
 
 const char *const market_names[MARKET__COUNT] = {"ames", "sacramento"};
 
@@ -73,6 +74,7 @@ typedef struct column {
 typedef struct columns {
     int n;
     column_t *col;
+    int *by_name; /* column indexes sorted by name (for scan_features); NULL until columns_index */
 } columns_t;
 
 static void columns_free(columns_t *c)
@@ -84,8 +86,140 @@ static void columns_free(columns_t *c)
         free(c->col[i].cats);
     }
     free(c->col);
+    free(c->by_name);
     c->col = NULL;
+    c->by_name = NULL;
     c->n = 0;
+}
+
+static const columns_t *sort_cols; /* qsort has no context argument; columns_index runs at load */
+
+static int by_name_cmp(const void *a, const void *b)
+{
+    return strcmp(sort_cols->col[*(const int *)a].name, sort_cols->col[*(const int *)b].name);
+}
+
+static pthread_mutex_t index_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void columns_index(columns_t *c)
+{
+    c->by_name = malloc((size_t)(c->n ? c->n : 1) * sizeof *c->by_name);
+    for (int i = 0; i < c->n; i++)
+        c->by_name[i] = i;
+    pthread_mutex_lock(&index_mu);
+    sort_cols = c;
+    qsort(c->by_name, (size_t)c->n, sizeof *c->by_name, by_name_cmp);
+    pthread_mutex_unlock(&index_mu);
+}
+
+/* strcmp of the NUL-terminated `a` with the n bytes at `b` */
+static int cmp_n(const char *a, const char *b, size_t n)
+{
+    int r = strncmp(a, b, n);
+    return r ? r : (unsigned char)a[n];
+}
+
+static int column_by_name(const columns_t *c, const char *name, size_t n)
+{
+    int lo = 0, hi = c->n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2, r = cmp_n(c->col[c->by_name[mid]].name, name, n);
+        if (r == 0)
+            return c->by_name[mid];
+        if (r < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return -1;
+}
+
+static int cat_code_n(const column_t *c, const char *v, size_t n)
+{
+    int lo = 0, hi = c->ncats - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2, r = cmp_n(c->cats[mid], v, n);
+        if (r == 0)
+            return mid;
+        if (r < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return -1;
+}
+
+static const char *skip_ws(const char *p)
+{
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    return p;
+}
+
+/* The source columns of row[] from a flat JSON object (what imports store: column -> string,
+ * number or null), without building a JSON tree: parsing the 74-column Ames row with jansson took
+ * longer than the whole tree walk. 1: scanned (0 columns: an empty object); 0: something this
+ * scanner does not take (an escape, a nested value, bad syntax): the caller parses with jansson,
+ * which also reports real errors. Written here for speed; jansson stays the reference. */
+static int scan_features(const columns_t *cols, const char *text, float *row, int *found)
+{
+    for (int i = 0; i < cols->n; i++)
+        row[CORE + i] = NAN;
+    *found = 0;
+    const char *p = skip_ws(text);
+    if (*p++ != '{')
+        return 0;
+    p = skip_ws(p);
+    if (*p == '}')
+        return *skip_ws(p + 1) == '\0';
+    for (;;) {
+        if (*p++ != '"')
+            return 0;
+        const char *key = p;
+        while (*p && *p != '"' && *p != '\\')
+            p++;
+        if (*p != '"')
+            return 0;
+        size_t keylen = (size_t)(p - key);
+        p = skip_ws(p + 1);
+        if (*p++ != ':')
+            return 0;
+        p = skip_ws(p);
+        int col = column_by_name(cols, key, keylen);
+        (*found)++;
+        if (*p == '"') {
+            const char *v = ++p;
+            while (*p && *p != '"' && *p != '\\')
+                p++;
+            if (*p != '"')
+                return 0;
+            if (col >= 0 && cols->col[col].categorical) {
+                int code = cat_code_n(&cols->col[col], v, (size_t)(p - v));
+                row[CORE + col] = code >= 0 ? (float)code : NAN;
+            }
+            p++;
+        } else if (strncmp(p, "null", 4) == 0) {
+            p += 4;
+        } else if (strncmp(p, "true", 4) == 0 || strncmp(p, "false", 5) == 0) {
+            p += *p == 't' ? 4 : 5;
+        } else if (*p == '-' || (*p >= '0' && *p <= '9')) {
+            char *end;
+            double x = strtod(p, &end);
+            if (end == p)
+                return 0;
+            if (col >= 0 && !cols->col[col].categorical)
+                row[CORE + col] = (float)x;
+            p = end;
+        } else {
+            return 0; /* a nested object or array, or not JSON */
+        }
+        p = skip_ws(p);
+        if (*p == '}')
+            return *skip_ws(p + 1) == '\0';
+        if (*p++ != ',')
+            return 0;
+        p = skip_ws(p);
+    }
 }
 
 static int cat_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -104,8 +238,8 @@ static bool is_excluded(market_t m, const char *name)
     return false;
 }
 
-/* Fills row[0..CORE+cols->n) for `p` (NaN: missing); `features` is p's parsed source row or NULL. */
-static void feature_row(const columns_t *cols, const property_t *p, json_t *features, float *row)
+/* Fills row[0..CORE) from the listing fields of `p` (NaN: missing). */
+static void core_row(const property_t *p, float *row)
 {
     float nan = NAN;
     row[0] = p->set & PF_BIT(PF_SIZE_SQFT) ? (float)p->size_sqft : nan;
@@ -115,6 +249,13 @@ static void feature_row(const columns_t *cols, const property_t *p, json_t *feat
     row[4] = p->set & PF_BIT(PF_LOT_SIZE_SQFT) ? (float)p->lot_size_sqft : nan;
     row[5] = p->set & PF_BIT(PF_LATITUDE) ? (float)p->latitude : nan;
     row[6] = p->set & PF_BIT(PF_LONGITUDE) ? (float)p->longitude : nan;
+}
+
+/* Fills row[0..CORE+cols->n) for `p` (NaN: missing); `features` is p's parsed source row or NULL. */
+static void feature_row(const columns_t *cols, const property_t *p, json_t *features, float *row)
+{
+    float nan = NAN;
+    core_row(p, row);
     for (int i = 0; i < cols->n; i++) {
         const column_t *c = &cols->col[i];
         json_t *v = features ? json_object_get(features, c->name) : NULL;
@@ -193,6 +334,7 @@ static bool load_rows(store_t *s, market_t m, arena_t *a, dataset_t *d, err_t *e
 #undef CELL_DBL
         x = store_cell(&r, i, 8);
         d->features[i] = x ? json_loads(x, 0, NULL) : NULL;
+        p->features = x; /* the text, in `a`: scan_features is checked against the parsed tree */
     }
     return true;
 }
@@ -329,6 +471,33 @@ static bool predict_matrix(BoosterHandle b, DMatrixHandle m, int n, double *out,
     for (int i = 0; i < n; i++)
         out[i] = res[i];
     return true;
+}
+
+/* Serving predicts with trees.c, not XGBoost: the saved model must give XGBoost's own predictions
+ * on every training row, or the training fails. */
+static bool check_trees(BoosterHandle b, const columns_t *cols, const float *x, int n, const char *path, err_t *e)
+{
+    trees_t *t = trees_load(path, e);
+    if (!t)
+        return false;
+    int ncol = CORE + cols->n;
+    DMatrixHandle m;
+    double *want = malloc((size_t)n * sizeof *want);
+    bool ok = trees_features(t) == ncol && dmatrix(cols, x, n, NULL, &m, e);
+    if (ok) {
+        ok = predict_matrix(b, m, n, want, e);
+        XGDMatrixFree(m);
+    }
+    for (int i = 0; ok && i < n; i++) {
+        double got = trees_predict(t, x + (size_t)i * (size_t)ncol);
+        if (fabs(got - want[i]) > 1e-4 * (1 + fabs(want[i])))
+            ok = err_set(e, ERR_INTERNAL, "%s: row %d: the tree walk gives %.6f, XGBoost %.6f", path, i, got, want[i]);
+    }
+    if (ok && trees_features(t) != ncol)
+        ok = err_set(e, ERR_INTERNAL, "%s: %d features, %d expected", path, trees_features(t), ncol);
+    free(want);
+    trees_free(t);
+    return ok;
 }
 
 /* Cross-validation ---------------------------------------------------------------------------- */
@@ -468,6 +637,24 @@ static bool train_variant(market_t mk, const dataset_t *d, const columns_t *cols
         feature_row(&cols, &d->props[i], cols.n ? d->features[i] : NULL, x + (size_t)i * (size_t)ncol);
         y[i] = (float)d->label[i];
     }
+    if (cols.n) { /* serving reads the source row with scan_features: it must see what jansson sees */
+        columns_t indexed = cols;
+        columns_index(&indexed);
+        float *scanned = malloc((size_t)ncol * sizeof *scanned);
+        for (int i = 0; i < n && ok; i++) {
+            int found;
+            const float *want = x + (size_t)i * (size_t)ncol;
+            core_row(&d->props[i], scanned);
+            if (d->props[i].features && scan_features(&indexed, d->props[i].features, scanned, &found) == 1)
+                for (int k = 0; k < ncol && ok; k++)
+                    if (!(scanned[k] == want[k] || (isnan(scanned[k]) && isnan(want[k]))))
+                        ok = err_set(e, ERR_INTERNAL, "%s row %d: the source-row scanner reads %s as %g, not %g",
+                                     market_names[mk], i, k < CORE ? core_names[k] : cols.col[k - CORE].name,
+                                     scanned[k], want[k]);
+        }
+        free(scanned);
+        free(indexed.by_name);
+    }
     int *fold = malloc((size_t)n * sizeof *fold);
     assign_folds(n, o->folds, o->seed, fold);
     double *pred = calloc((size_t)n, sizeof *pred);
@@ -543,7 +730,7 @@ static bool train_variant(market_t mk, const dataset_t *d, const columns_t *cols
     if (ok) {
         char path[1300];
         snprintf(path, sizeof path, "%s/%s.json", dir, file);
-        ok = xgb_ok(XGBoosterSaveModel(b, path), "saving the model", e);
+        ok = xgb_ok(XGBoosterSaveModel(b, path), "saving the model", e) && check_trees(b, &cols, x, n, path, e);
         bst_ulong nf, dim;
         const char **names;
         const bst_ulong *shape;
@@ -762,8 +949,7 @@ bool pricing_list(const char *data_dir, jw_t *w, err_t *e)
 
 typedef struct market_model {
     bool present;
-    BoosterHandle booster, basic; /* with the source columns; the listing fields alone */
-    pthread_mutex_t mu;           /* the boosters: one prediction at a time */
+    trees_t *full, *basic; /* with the source columns; the listing fields alone */
     columns_t cols;
     double halfwidth, basic_halfwidth;
 } market_model_t;
@@ -789,9 +975,8 @@ static void set_release(model_set_t *ms)
         return;
     for (int m = 0; m < MARKET__COUNT; m++)
         if (ms->m[m].present) {
-            XGBoosterFree(ms->m[m].booster);
-            XGBoosterFree(ms->m[m].basic);
-            pthread_mutex_destroy(&ms->m[m].mu);
+            trees_free(ms->m[m].full);
+            trees_free(ms->m[m].basic);
             columns_free(&ms->m[m].cols);
         }
     json_decref(ms->meta);
@@ -837,25 +1022,24 @@ static model_set_t *set_load(const char *data_dir, int v, err_t *e)
             for (size_t k = 0; k < json_array_size(cats); k++)
                 c->cats[c->ncats++] = strdup(json_string_value(json_array_get(cats, k)) ? json_string_value(json_array_get(cats, k)) : "");
         }
+        columns_index(&mod->cols);
         mod->halfwidth = json_real_value(json_object_get(mm, "interval_log_halfwidth"));
         mod->basic_halfwidth = json_real_value(json_object_get(json_object_get(mm, "basic"), "interval_log_halfwidth"));
         char basic[1300];
         snprintf(path, sizeof path, "%s/models/v%d/%s.json", data_dir, v, market_names[m]);
         snprintf(basic, sizeof basic, "%s/models/v%d/%s-basic.json", data_dir, v, market_names[m]);
-        bool ok = XGBoosterCreate(NULL, 0, &mod->booster) == 0;
-        ok = ok && XGBoosterLoadModel(mod->booster, path) == 0 && XGBoosterSetParam(mod->booster, "nthread", "1") == 0;
-        bool bok = ok && XGBoosterCreate(NULL, 0, &mod->basic) == 0;
-        ok = bok && XGBoosterLoadModel(mod->basic, basic) == 0 && XGBoosterSetParam(mod->basic, "nthread", "1") == 0;
-        if (!ok) {
-            err_set(e, ERR_UNAVAILABLE, "model version %d: %s: %s", v, market_names[m], XGBGetLastError());
-            XGBoosterFree(mod->booster);
-            if (bok)
-                XGBoosterFree(mod->basic);
+        mod->full = trees_load(path, e);
+        mod->basic = mod->full ? trees_load(basic, e) : NULL;
+        if (!mod->basic || trees_features(mod->full) != CORE + mod->cols.n || trees_features(mod->basic) != CORE) {
+            if (mod->basic)
+                err_set(e, ERR_UNAVAILABLE, "model version %d: %s: feature counts disagree with meta.json", v,
+                        market_names[m]);
+            trees_free(mod->full);
+            trees_free(mod->basic);
             columns_free(&mod->cols);
             set_release(ms);
             return NULL;
         }
-        pthread_mutex_init(&mod->mu, NULL);
         mod->present = true;
     }
     return ms;
@@ -931,6 +1115,14 @@ bool pricing_ready(void)
     return ok;
 }
 
+int pricing_version(void)
+{
+    model_set_t *ms = set_borrow();
+    int v = ms ? ms->version : 0;
+    set_release(ms);
+    return v;
+}
+
 bool pricing_predict(const property_t *p, price_estimate_t *out, err_t *e)
 {
     model_set_t *ms = set_borrow();
@@ -942,25 +1134,23 @@ bool pricing_predict(const property_t *p, price_estimate_t *out, err_t *e)
         set_release(ms);
         return err_set(e, ERR_UNAVAILABLE, "the active price model has no %s market", market_names[mk]);
     }
-    json_t *features = p->features ? json_loads(p->features, 0, NULL) : NULL;
-    bool full = json_is_object(features) && json_object_size(features) > 0; /* else the basic model */
-    static const columns_t none = {0};
-    const columns_t *cols = full ? &mod->cols : &none;
+    /* the source row: scanned in place (the common case), else parsed by jansson */
     float row[CORE + 256], *rowp = row;
-    int ncol = CORE + cols->n;
-    if (ncol > (int)(sizeof row / sizeof row[0]))
-        rowp = malloc((size_t)ncol * sizeof *rowp);
-    feature_row(cols, p, full ? features : NULL, rowp);
-    json_decref(features);
-    DMatrixHandle m;
-    double y = 0;
-    bool ok = dmatrix(cols, rowp, 1, NULL, &m, e);
-    if (ok) {
-        pthread_mutex_lock(&mod->mu);
-        ok = predict_matrix(full ? mod->booster : mod->basic, m, 1, &y, e);
-        pthread_mutex_unlock(&mod->mu);
-        XGDMatrixFree(m);
+    int nfull = CORE + mod->cols.n, found = 0;
+    if (nfull > (int)(sizeof row / sizeof row[0]))
+        rowp = malloc((size_t)nfull * sizeof *rowp);
+    core_row(p, rowp);
+    int scanned = p->features ? scan_features(&mod->cols, p->features, rowp, &found) : 1;
+    if (!scanned) {
+        json_t *features = json_loads(p->features, 0, NULL);
+        found = json_is_object(features) ? (int)json_object_size(features) : 0;
+        if (found)
+            feature_row(&mod->cols, p, features, rowp);
+        json_decref(features);
     }
+    bool full = found > 0; /* without source columns: the basic model */
+    double y = trees_predict(full ? mod->full : mod->basic, rowp);
+    bool ok = isfinite(y) || err_set(e, ERR_INTERNAL, "the price model gave no number");
     if (rowp != row)
         free(rowp);
     double halfwidth = full ? mod->halfwidth : mod->basic_halfwidth;

@@ -57,6 +57,7 @@ bool pricing_activate(const char *data_dir, int version, err_t *e);
 bool pricing_open(const char *data_dir, err_t *e);
 void pricing_close(void);
 bool pricing_ready(void); /* a model is loaded */
+int pricing_version(void); /* the loaded model's version; 0: none */
 
 typedef struct price_estimate {
     double price;     /* dollars */
