@@ -29,6 +29,7 @@
 #include <xgboost/c_api.h>
 
 #include "../base/buf.h"
+#include "../base/flatjson.h"
 #include "../base/log.h"
 #include "../base/util.h"
 #include "../infra/store.h"
@@ -149,77 +150,42 @@ static int cat_code_n(const column_t *c, const char *v, size_t n)
     return -1;
 }
 
-static const char *skip_ws(const char *p)
+typedef struct scan_arg {
+    const columns_t *cols;
+    float *row;
+    int found;
+} scan_arg_t;
+
+static void scan_member(void *arg, const char *key, size_t keylen, flat_kind_t kind, const char *str, size_t len,
+                        double num)
 {
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-        p++;
-    return p;
+    scan_arg_t *a = arg;
+    a->found++;
+    int col = column_by_name(a->cols, key, keylen);
+    if (col < 0)
+        return;
+    const column_t *c = &a->cols->col[col];
+    float x = NAN; /* the last of a repeated key wins, as in jansson */
+    if (c->categorical && kind == FLAT_STRING) {
+        int code = cat_code_n(c, str, len);
+        x = code >= 0 ? (float)code : NAN;
+    } else if (!c->categorical && kind == FLAT_NUMBER) {
+        x = (float)num;
+    }
+    a->row[CORE + col] = x;
 }
 
-/* The source columns of row[] from a flat JSON object (what imports store: column -> string,
- * number or null), without building a JSON tree: parsing the 74-column Ames row with jansson took
- * longer than the whole tree walk. 1: scanned (0 columns: an empty object); 0: something this
- * scanner does not take (an escape, a nested value, bad syntax): the caller parses with jansson,
- * which also reports real errors. Written here for speed; jansson stays the reference. */
+/* The source columns of row[] from the stored text of a source row (base/flatjson.c: the rows
+ * imports store are flat objects, read in place much faster than through a jansson tree). 1:
+ * read, *found members; 0: flatjson declined: the caller parses with jansson. */
 static int scan_features(const columns_t *cols, const char *text, float *row, int *found)
 {
     for (int i = 0; i < cols->n; i++)
         row[CORE + i] = NAN;
-    *found = 0;
-    const char *p = skip_ws(text);
-    if (*p++ != '{')
-        return 0;
-    p = skip_ws(p);
-    if (*p == '}')
-        return *skip_ws(p + 1) == '\0';
-    for (;;) {
-        if (*p++ != '"')
-            return 0;
-        const char *key = p;
-        while (*p && *p != '"' && *p != '\\')
-            p++;
-        if (*p != '"')
-            return 0;
-        size_t keylen = (size_t)(p - key);
-        p = skip_ws(p + 1);
-        if (*p++ != ':')
-            return 0;
-        p = skip_ws(p);
-        int col = column_by_name(cols, key, keylen);
-        (*found)++;
-        if (*p == '"') {
-            const char *v = ++p;
-            while (*p && *p != '"' && *p != '\\')
-                p++;
-            if (*p != '"')
-                return 0;
-            if (col >= 0 && cols->col[col].categorical) {
-                int code = cat_code_n(&cols->col[col], v, (size_t)(p - v));
-                row[CORE + col] = code >= 0 ? (float)code : NAN;
-            }
-            p++;
-        } else if (strncmp(p, "null", 4) == 0) {
-            p += 4;
-        } else if (strncmp(p, "true", 4) == 0 || strncmp(p, "false", 5) == 0) {
-            p += *p == 't' ? 4 : 5;
-        } else if (*p == '-' || (*p >= '0' && *p <= '9')) {
-            char *end;
-            double x = strtod(p, &end);
-            if (end == p)
-                return 0;
-            if (col >= 0 && !cols->col[col].categorical)
-                row[CORE + col] = (float)x;
-            p = end;
-        } else {
-            return 0; /* a nested object or array, or not JSON */
-        }
-        p = skip_ws(p);
-        if (*p == '}')
-            return *skip_ws(p + 1) == '\0';
-        if (*p++ != ',')
-            return 0;
-        p = skip_ws(p);
-    }
+    scan_arg_t a = {cols, row, 0};
+    int r = flatjson_scan(text, scan_member, &a);
+    *found = a.found;
+    return r;
 }
 
 static int cat_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
