@@ -2,16 +2,15 @@
  * (a session's best homes) and POST /api/recommendations (preferences inline). The rules live in
  * domain/recommend.c; this file finds the candidates, prices them and keeps the best.
  *
- * The one idea: rank by bounds first, price later. A scan over every listing that meets the hard
- * constraints (keyset pages by price, list columns only, no per-row allocation that outlives its
- * page) keeps each candidate's id, price and the best score it could reach whatever the model says.
- * Then the candidates are read whole in the order of those bounds, best first, priced and scored,
- * and the search stops at the first one whose bound cannot beat the N-th best found: so only the
- * few homes that could make the list are priced or have their `features` (the model's input) read,
- * and the estimate is the one the model gives for the full listing. The answer is exact: the same
- * top N as pricing every candidate. Answers are cached per canonical preference set and limit,
- * under the response cache's generation (bumped by every listing write, here or on another
- * instance) and the active model version. */
+ * The listings are scored from an in-process snapshot (compact arrays of every active listing with
+ * the model's estimate, built from the store once per listing generation and model version, see
+ * "The snapshot" below): every candidate is scored in memory and only the N winners are read back
+ * from the store, whole, for the answer (a winner whose row moved on makes the store answer
+ * instead). The store path (find_best) remains for what the snapshot cannot answer exactly: rank by
+ * bounds first, price later, over a scan of the candidates in the store. Answers are cached per
+ * canonical preference set and limit, under the response cache's generation (bumped by every
+ * listing write, here or on another instance) and the model version of their estimates.
+ * docs/recommendations.md has the design, the memory and the staleness guarantees. */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -54,33 +53,6 @@ static void cache_init(void)
     int mb = cfg->cache_mb < CACHE_MAX_MB ? cfg->cache_mb : CACHE_MAX_MB;
     answers = cache_memory_open((size_t)mb * 1024 * 1024);
     answers_ttl_ms = cfg->cache_ttl_ms;
-}
-
-/* The active model version (0: no model; -1: unknown, so nothing is cached). pricing.h has no call
- * for it: a prediction reports the version that made it, so one market's model is asked about a
- * typical home. */
-static int model_version(void)
-{
-    if (!pricing_ready())
-        return 0;
-    for (int m = 0; m < MARKET__COUNT; m++) {
-        property_t p;
-        property_init(&p);
-        p.set = PF_BIT(PF_PRICE) | PF_BIT(PF_BEDROOMS) | PF_BIT(PF_BATHROOMS) | PF_BIT(PF_SIZE_SQFT) |
-                PF_BIT(PF_YEAR_BUILT) | PF_BIT(PF_SOURCE);
-        p.price_cents = 20000000;
-        p.bedrooms = 3;
-        p.bathrooms = 2;
-        p.size_sqft = 1500;
-        p.year_built = 1990;
-        p.source = market_names[m];
-        price_estimate_t est;
-        err_t e;
-        err_clear(&e);
-        if (pricing_predict(&p, &est, &e))
-            return est.version > 0 ? est.version : -1;
-    }
-    return -1;
 }
 
 /* The best N ------------------------------------------------------------------------------------- */
@@ -336,6 +308,633 @@ static bool find_best(store_conn_t *c, const rec_prefs_t *p, int model, best_t *
     return ok;
 }
 
+/* The snapshot -----------------------------------------------------------------------------------
+ *
+ * Every active listing, as the scores read it, in compact arrays built from the store: 64 bytes a
+ * home in (price, id) order, 4 more for the index by id, 4 per amenity, plus the distinct
+ * location texts (lower-cased) and amenity names once each. A snapshot is made for one listing
+ * generation (respcache_generation) and one model version (pricing_version), is never changed once
+ * made (but for its `stale` mark), and is reference counted: a request holds the one it started
+ * with while another thread builds the next. */
+
+#define SNAP_PAGE 2000
+#define SNAP_FEATURES_CHUNK 250 /* ids per feature query */
+#define SNAP_MAX_AGE_MS 10000   /* then rebuilt by one request while the others use it */
+enum { SH_COMMUTE = 1, SH_SCHOOL = 2, SH_DROP = 4 };
+
+typedef struct snap_home {
+    int64_t id, version, price_cents, predicted_cents; /* predicted 0: no estimate */
+    double school_rating;
+    int32_t bedrooms, commute_time;
+    uint32_t loc;      /* index in locs */
+    uint32_t amen_off; /* first of its amenity ids in amen_ids */
+    uint16_t namen, flags;
+} snap_home_t;
+
+typedef struct snap {
+    int refs; /* under snap_mu */
+    bool stale; /* a listing read back differed from its copy here: not used again */
+    uint64_t gen;
+    int model; /* the version of every estimate here (0: none; -1: mixed, the model changed meanwhile) */
+    uint64_t built_ns;
+    snap_home_t *homes; /* active listings, (price, id) order */
+    int n;
+    uint32_t *by_id; /* indexes in homes, id order */
+    uint32_t *amen_ids; /* per home, distinct, into amen_names */
+    size_t namen_ids;
+    const char **amen_names; /* sorted (strcmp) */
+    int nnames;
+    const char **locs; /* ASCII-lower-cased location texts */
+    int nlocs;
+    bool exotic; /* some location is not plain ASCII: location matches are the store's to make */
+    size_t bytes;
+    arena_t strings;
+} snap_t;
+
+static pthread_mutex_t snap_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t snap_cv = PTHREAD_COND_INITIALIZER;
+static snap_t *snap_cur; /* holds one reference */
+static bool snap_building;
+
+static void snap_free(snap_t *s)
+{
+    if (!s)
+        return;
+    free(s->homes);
+    free(s->by_id);
+    free(s->amen_ids);
+    free(s->amen_names);
+    free(s->locs);
+    arena_free(&s->strings);
+    free(s);
+}
+
+static void snap_release(snap_t *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&snap_mu);
+    bool last = --s->refs == 0;
+    pthread_mutex_unlock(&snap_mu);
+    if (last)
+        snap_free(s);
+}
+
+/* A string table for interning while building: open addressing, FNV-1a. */
+typedef struct intern {
+    const char **keys;
+    uint32_t *vals;
+    size_t cap, n;
+    const char **list; /* by value */
+    size_t listcap;
+} intern_t;
+
+static uint64_t fnv(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        abort(); /* as buf and arena do on out-of-memory */
+    return q;
+}
+
+static uint32_t intern_get(intern_t *t, const char *k, arena_t *a)
+{
+    if (2 * (t->n + 1) > t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 256;
+        const char **keys = calloc(cap, sizeof *keys);
+        uint32_t *vals = calloc(cap, sizeof *vals);
+        if (!keys || !vals)
+            abort();
+        for (size_t i = 0; i < t->cap; i++)
+            if (t->keys[i]) {
+                size_t j = fnv(t->keys[i]) & (cap - 1);
+                while (keys[j])
+                    j = (j + 1) & (cap - 1);
+                keys[j] = t->keys[i], vals[j] = t->vals[i];
+            }
+        free(t->keys);
+        free(t->vals);
+        t->keys = keys, t->vals = vals, t->cap = cap;
+    }
+    size_t j = fnv(k) & (t->cap - 1);
+    while (t->keys[j]) {
+        if (strcmp(t->keys[j], k) == 0)
+            return t->vals[j];
+        j = (j + 1) & (t->cap - 1);
+    }
+    const char *copy = arena_strdup(a, k);
+    if (t->n == t->listcap) {
+        t->listcap = t->listcap ? t->listcap * 2 : 64;
+        t->list = xrealloc(t->list, t->listcap * sizeof *t->list);
+    }
+    t->keys[j] = copy;
+    t->vals[j] = (uint32_t)t->n;
+    t->list[t->n] = copy;
+    return (uint32_t)t->n++;
+}
+
+static void intern_free(intern_t *t)
+{
+    free(t->keys);
+    free(t->vals);
+    free(t->list);
+}
+
+static bool ascii_only(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s >= 0x80)
+            return false;
+    return true;
+}
+
+static char ascii_lower(char ch) { return ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch; }
+
+/* The model's estimate for `h` in cents (0: none). `model` > 0: the version expected; an estimate
+ * by another version sets *mixed. */
+static int64_t predict_cents(const property_t *h, int model, bool *mixed)
+{
+    price_estimate_t est;
+    err_t e;
+    err_clear(&e);
+    if (pricing_predict(h, &est, &e) && isfinite(est.price) && est.price > 0 &&
+        est.price <= (double)(MONEY_MAX_CENTS / 100)) {
+        if (est.version != model)
+            *mixed = true;
+        return llround(est.price * 100.0);
+    }
+    if (e.code == ERR_UNAVAILABLE || (e.code == ERR_NONE && est.version != model))
+        *mixed = true; /* the model went away or changed meanwhile */
+    return 0;
+}
+
+typedef struct builder {
+    snap_t *s;
+    int cap;
+    intern_t locs, amens;
+    uint32_t *amen_ids;
+    size_t namen_ids, amen_cap;
+    const snap_t *old; /* estimates are taken from it when it has the same model */
+    int model;
+    bool mixed;
+    int predicted, reused;
+} builder_t;
+
+static const snap_home_t *snap_find(const snap_t *s, int64_t id)
+{
+    int lo = 0, hi = s->n;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (s->homes[s->by_id[mid]].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < s->n && s->homes[s->by_id[lo]].id == id ? &s->homes[s->by_id[lo]] : NULL;
+}
+
+/* Fills a home from a row (its estimate is filled later); false when it is not a candidate at all. */
+static bool builder_home(builder_t *b, snap_home_t *d, const property_t *h)
+{
+    memset(d, 0, sizeof *d);
+    if (!h->status || strcmp(h->status, "active") != 0)
+        return false;
+    d->id = h->id;
+    d->version = h->version;
+    d->price_cents = h->price_cents;
+    d->bedrooms = h->bedrooms;
+    if (h->set & PF_BIT(PF_COMMUTE_TIME))
+        d->flags |= SH_COMMUTE, d->commute_time = h->commute_time;
+    if (h->set & PF_BIT(PF_SCHOOL_RATING))
+        d->flags |= SH_SCHOOL, d->school_rating = h->school_rating;
+    char lower[REC_MAX_LOCATION * 4 + 64], *heap = NULL, *l = lower;
+    const char *loc = h->location ? h->location : "";
+    size_t len = strlen(loc);
+    if (len >= sizeof lower)
+        l = heap = xrealloc(NULL, len + 1);
+    for (size_t i = 0; i <= len; i++)
+        l[i] = ascii_lower(loc[i]);
+    if (!ascii_only(l))
+        b->s->exotic = true;
+    d->loc = intern_get(&b->locs, l, &b->s->strings);
+    free(heap);
+    d->amen_off = (uint32_t)b->namen_ids;
+    for (int i = 0; i < h->namenities; i++) {
+        if (!h->amenities[i])
+            continue;
+        uint32_t id = intern_get(&b->amens, h->amenities[i], &b->s->strings);
+        bool dup = false;
+        for (size_t k = d->amen_off; k < b->namen_ids && !dup; k++)
+            dup = b->amen_ids[k] == id;
+        if (dup || d->namen == UINT16_MAX)
+            continue;
+        if (b->namen_ids == b->amen_cap) {
+            b->amen_cap = b->amen_cap ? b->amen_cap * 2 : 4096;
+            b->amen_ids = xrealloc(b->amen_ids, b->amen_cap * sizeof *b->amen_ids);
+        }
+        b->amen_ids[b->namen_ids++] = id;
+        d->namen++;
+    }
+    return true;
+}
+
+static bool estimate_known(const property_t *h, int model, int64_t *cents);
+
+/* Estimates for the homes of one page that have none yet: their `features` (the model's input,
+ * which the search leaves out) are read in chunks by id, and a row that changed since the page
+ * was read is read again whole. */
+static bool builder_predict(builder_t *b, store_conn_t *c, property_t *rows, const int *homes, int n, arena_t *a,
+                            err_t *e)
+{
+    for (int at = 0; at < n; at += SNAP_FEATURES_CHUNK) {
+        int k = n - at < SNAP_FEATURES_CHUNK ? n - at : SNAP_FEATURES_CHUNK;
+        buf_t sql;
+        buf_init(&sql);
+        buf_puts(&sql, "SELECT id, version, features FROM properties WHERE id IN (");
+        const char **vals = arena_alloc(a, (size_t)k * sizeof *vals);
+        for (int i = 0; i < k; i++) {
+            buf_printf(&sql, "%sCAST($%d AS BIGINT)", i ? ", " : "", i + 1);
+            vals[i] = store_num(a, rows[at + i].id);
+        }
+        buf_puts(&sql, ")");
+        store_rows_t r;
+        bool ok = store_query(c, buf_cstr(&sql), k, vals, a, &r, e);
+        buf_free(&sql);
+        if (!ok)
+            return false;
+        for (int i = 0; i < k; i++) {
+            property_t *h = &rows[at + i];
+            snap_home_t *d = &b->s->homes[homes[at + i]];
+            int found = -1;
+            for (int j = 0; j < r.nrows && found < 0; j++) /* k is small and rows come mostly in order */
+                if (store_cell_i64(&r, (j + i) % r.nrows, 0) == h->id)
+                    found = (j + i) % r.nrows;
+            if (found >= 0 && store_cell_i64(&r, found, 1) == h->version) {
+                h->features = store_cell(&r, found, 2);
+                if (h->features)
+                    h->set |= PF_BIT(PF_FEATURES);
+            } else { /* changed or deleted since the page was read: read it again */
+                property_t fresh;
+                err_t ge;
+                err_clear(&ge);
+                if (!c->store->ops->property_get(c, h->id, a, &fresh, &ge)) {
+                    if (ge.code != ERR_NOT_FOUND) {
+                        *e = ge;
+                        return false;
+                    }
+                    d->flags |= SH_DROP;
+                    continue;
+                }
+                if (!builder_home(b, d, &fresh)) {
+                    d->flags |= SH_DROP;
+                    continue;
+                }
+                *h = fresh;
+            }
+            d->predicted_cents = predict_cents(h, b->model, &b->mixed);
+            b->predicted++;
+        }
+    }
+    return true;
+}
+
+static const snap_home_t *sort_homes;
+static int cmp_price_id(const void *x, const void *y)
+{
+    const snap_home_t *a = x, *b = y;
+    if (a->price_cents != b->price_cents)
+        return a->price_cents < b->price_cents ? -1 : 1;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+static int cmp_by_id(const void *x, const void *y)
+{
+    int64_t a = sort_homes[*(const uint32_t *)x].id, b = sort_homes[*(const uint32_t *)y].id;
+    return a < b ? -1 : a > b;
+}
+static int cmp_str(const void *x, const void *y) { return strcmp(*(const char *const *)x, *(const char *const *)y); }
+
+/* Builds the snapshot of generation `gen` and model version `model` (read before the store is),
+ * taking the estimates it can from `old`. NULL with `e` set on a store error. Runs with no lock
+ * held: requests go on meanwhile. */
+static snap_t *snap_build(store_conn_t *c, uint64_t gen, int model, const snap_t *old, err_t *e)
+{
+    uint64_t t0 = time_mono_ns();
+    builder_t b = {0};
+    b.s = calloc(1, sizeof *b.s);
+    if (!b.s)
+        abort();
+    arena_init(&b.s->strings);
+    b.s->gen = gen;
+    b.model = model;
+    b.old = old && old->model == model && model > 0 ? old : NULL;
+    property_query_t q;
+    memset(&q, 0, sizeof q);
+    q.set = QF_BIT(QF_STATUS);
+    q.status = "active";
+    q.sort = SORT_CREATED_AT; /* a key no update changes: no row is seen twice while writes go on */
+    q.limit = SNAP_PAGE;
+    arena_t page;
+    arena_init(&page);
+    int *todo = malloc(SNAP_PAGE * sizeof *todo);
+    property_t *todo_rows = malloc(SNAP_PAGE * sizeof *todo_rows);
+    if (!todo || !todo_rows)
+        abort();
+    bool ok = true;
+    for (;;) {
+        property_page_t pg;
+        if (!(ok = c->store->ops->property_search(c, &q, &page, &pg, e)))
+            break;
+        if (b.s->n + pg.n > b.cap) {
+            b.cap = b.cap ? b.cap * 2 : SNAP_PAGE;
+            while (b.cap < b.s->n + pg.n)
+                b.cap *= 2;
+            b.s->homes = xrealloc(b.s->homes, (size_t)b.cap * sizeof *b.s->homes);
+        }
+        int ntodo = 0;
+        for (int i = 0; i < pg.n; i++) {
+            const property_t *h = &pg.items[i];
+            snap_home_t *d = &b.s->homes[b.s->n];
+            if (!builder_home(&b, d, h))
+                continue;
+            b.s->n++;
+            if (model <= 0)
+                continue; /* no model: no estimates */
+            const snap_home_t *prev = b.old ? snap_find(b.old, h->id) : NULL;
+            int64_t cents;
+            if (prev && prev->version == h->version) {
+                d->predicted_cents = prev->predicted_cents, b.reused++;
+            } else if (estimate_known(h, model, &cents)) {
+                d->predicted_cents = cents, b.reused++;
+            } else {
+                todo[ntodo] = b.s->n - 1;
+                todo_rows[ntodo++] = *h;
+            }
+        }
+        if (ntodo && !(ok = builder_predict(&b, c, todo_rows, todo, ntodo, &page, e)))
+            break;
+        if (!pg.has_more || pg.n == 0)
+            break;
+        const property_t *last = &pg.items[pg.n - 1];
+        q.has_cursor = true;
+        q.cursor_value = property_sort_value(last, SORT_CREATED_AT, false);
+        q.cursor_id = last->id;
+        arena_reset(&page);
+    }
+    arena_free(&page);
+    free(todo);
+    free(todo_rows);
+    snap_t *s = b.s;
+    if (!ok) {
+        intern_free(&b.locs);
+        intern_free(&b.amens);
+        free(b.amen_ids);
+        snap_free(s);
+        return NULL;
+    }
+    int n = 0; /* drop the rows found gone or no longer active */
+    for (int i = 0; i < s->n; i++)
+        if (!(s->homes[i].flags & SH_DROP))
+            s->homes[n++] = s->homes[i];
+    s->n = n;
+    qsort(s->homes, (size_t)n, sizeof *s->homes, cmp_price_id);
+    s->by_id = xrealloc(NULL, (size_t)n * sizeof *s->by_id);
+    for (int i = 0; i < n; i++)
+        s->by_id[i] = (uint32_t)i;
+    sort_homes = s->homes; /* one builder at a time (snap_building) */
+    qsort(s->by_id, (size_t)n, sizeof *s->by_id, cmp_by_id);
+    for (int i = 1; i < n; i++)
+        if (s->homes[s->by_id[i]].id == s->homes[s->by_id[i - 1]].id)
+            s->stale = true; /* cannot happen with the created_at order; never serve it if it did */
+    /* amenity names sorted, so that a wanted one is found by bisection; ids renumbered */
+    s->nnames = (int)b.amens.n;
+    s->amen_names = xrealloc(NULL, b.amens.n * sizeof *s->amen_names);
+    memcpy(s->amen_names, b.amens.list, b.amens.n * sizeof *s->amen_names);
+    qsort(s->amen_names, b.amens.n, sizeof *s->amen_names, cmp_str);
+    uint32_t *renum = xrealloc(NULL, b.amens.n * sizeof *renum);
+    for (int i = 0; i < s->nnames; i++)
+        renum[intern_get(&b.amens, s->amen_names[i], &s->strings)] = (uint32_t)i;
+    for (size_t i = 0; i < b.namen_ids; i++)
+        b.amen_ids[i] = renum[b.amen_ids[i]];
+    free(renum);
+    s->amen_ids = b.amen_ids;
+    s->namen_ids = b.namen_ids;
+    s->nlocs = (int)b.locs.n;
+    s->locs = xrealloc(NULL, b.locs.n * sizeof *s->locs);
+    memcpy(s->locs, b.locs.list, b.locs.n * sizeof *s->locs);
+    intern_free(&b.locs);
+    intern_free(&b.amens);
+    s->model = b.mixed ? -1 : model;
+    s->built_ns = time_mono_ns();
+    s->bytes = (size_t)n * (sizeof *s->homes + sizeof *s->by_id) + s->namen_ids * sizeof *s->amen_ids +
+               (size_t)(s->nnames + s->nlocs) * sizeof(char *);
+    s->refs = 1;
+    log_info("recommendations: snapshot of %d active listings (generation %llu, model %d) built in %.0f ms: "
+             "%d estimated, %d reused, %.1f MB",
+             n, (unsigned long long)gen, s->model, (double)(s->built_ns - t0) / 1e6, b.predicted, b.reused,
+             (double)s->bytes / (1024.0 * 1024.0));
+    return s;
+}
+
+/* Installs `n` (NULL: the build failed) and wakes the waiters. */
+static void snap_finish(snap_t *n)
+{
+    pthread_mutex_lock(&snap_mu);
+    snap_t *prev = NULL;
+    if (n) {
+        prev = snap_cur;
+        snap_cur = n;
+        n->refs++; /* the caller's and snap_cur's */
+    }
+    snap_building = false;
+    pthread_cond_broadcast(&snap_cv);
+    bool last = prev && --prev->refs == 0;
+    pthread_mutex_unlock(&snap_mu);
+    if (last)
+        snap_free(prev);
+}
+
+/* A snapshot of the listings as they are at generation *gen (read here) for model `model`, with a
+ * reference for the caller; NULL when there is none to be had (the generation is unknown, or the
+ * build failed: the store answers). One thread builds at a time. A snapshot of the current
+ * generation is used at once, even of another model version or older than SNAP_MAX_AGE_MS (this
+ * thread then builds the next one first, the others keep using it); one of an older generation
+ * (listings changed since) is never used: the caller waits for the build. */
+static snap_t *snap_acquire(store_conn_t *c, int model, uint64_t *gen)
+{
+    for (;;) {
+        uint64_t g = respcache_generation();
+        if (!g)
+            return NULL;
+        *gen = g;
+        pthread_mutex_lock(&snap_mu);
+        snap_t *s = snap_cur, *old = NULL;
+        if (s && !s->stale && s->gen == g) {
+            bool renew = s->model != model || time_mono_ns() - s->built_ns > (uint64_t)SNAP_MAX_AGE_MS * 1000000;
+            s->refs++;
+            if (!renew || snap_building) {
+                pthread_mutex_unlock(&snap_mu);
+                return s;
+            }
+            old = s;
+        } else if (snap_building) {
+            pthread_cond_wait(&snap_cv, &snap_mu);
+            pthread_mutex_unlock(&snap_mu);
+            continue;
+        } else if (s) {
+            old = s;
+            s->refs++;
+        }
+        snap_building = true;
+        pthread_mutex_unlock(&snap_mu);
+        err_t e;
+        err_clear(&e);
+        snap_t *n = snap_build(c, g, model, old, &e);
+        if (!n)
+            log_warn("recommendations: the listing snapshot could not be built: %s", e.message);
+        snap_finish(n);
+        if (n) {
+            snap_release(old);
+            return n;
+        }
+        if (old && old->gen == g && !old->stale)
+            return old; /* still current for the listings */
+        snap_release(old);
+        return NULL;
+    }
+}
+
+/* Scoring over a snapshot ------------------------------------------------------------------------- */
+
+typedef struct top {
+    int idx;
+    rec_score_t s;
+} top_t;
+
+/* Whether the lower-cased `hay` contains `needle` (lower-cased). */
+static bool contains(const char *hay, const char *needle, size_t nlen)
+{
+    for (const char *h = hay; (h = strchr(h, needle[0])) != NULL; h++)
+        if (strncmp(h, needle, nlen) == 0)
+            return true;
+    return false;
+}
+
+/* The best `limit` candidates of `s` for `p` into top[] (best first); returns how many. Every
+ * candidate is scored; the list is kept sorted and, as homes come in (price, id) order, a later
+ * home with the same score never displaces an earlier one. */
+static int snap_best(const snap_t *s, const rec_prefs_t *p, int limit, top_t *top, arena_t *a)
+{
+    int n = s->n;
+    if (p->set & RP_BIT(RP_BUDGET)) { /* the homes within budget are a prefix */
+        int lo = 0, hi = s->n;
+        while (lo < hi) {
+            int mid = lo + (hi - lo) / 2;
+            if (s->homes[mid].price_cents <= p->budget_cents)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        n = lo;
+    }
+    unsigned char *loc_ok = NULL;
+    if (p->set & RP_BIT(RP_LOCATION)) {
+        size_t len = strlen(p->location);
+        char *needle = arena_alloc(a, len + 1);
+        for (size_t i = 0; i <= len; i++)
+            needle[i] = ascii_lower(p->location[i]);
+        loc_ok = arena_alloc(a, (size_t)(s->nlocs ? s->nlocs : 1));
+        for (int i = 0; i < s->nlocs; i++)
+            loc_ok[i] = contains(s->locs[i], needle, len);
+    }
+    unsigned char *want = NULL;
+    if (p->set & RP_BIT(RP_AMENITIES)) {
+        want = arena_zalloc(a, (size_t)(s->nnames ? s->nnames : 1));
+        for (int i = 0; i < p->namenities; i++) {
+            const char **hit = bsearch(&p->amenities[i], s->amen_names, (size_t)s->nnames, sizeof *s->amen_names, cmp_str);
+            if (hit)
+                want[hit - s->amen_names] = 1;
+        }
+    }
+    bool beds = p->set & RP_BIT(RP_MIN_BEDROOMS);
+    int ntop = 0;
+    for (int i = 0; i < n; i++) {
+        const snap_home_t *h = &s->homes[i];
+        if ((beds && h->bedrooms < p->min_bedrooms) || (loc_ok && !loc_ok[h->loc]))
+            continue;
+        rec_home_t home = {.price_cents = h->price_cents,
+                           .bedrooms = h->bedrooms,
+                           .has_commute = h->flags & SH_COMMUTE,
+                           .commute_time = h->commute_time,
+                           .has_school = h->flags & SH_SCHOOL,
+                           .school_rating = h->school_rating};
+        if (want)
+            for (int k = 0; k < h->namen; k++)
+                home.amenities_have += want[s->amen_ids[h->amen_off + k]];
+        rec_score_t sc;
+        rec_score_home(p, &home, h->predicted_cents, &sc);
+        if (ntop == limit && sc.score <= top[ntop - 1].s.score)
+            continue; /* ties go to the cheaper, then lower id: the one already kept */
+        int at = ntop < limit ? ntop++ : limit - 1;
+        while (at > 0 && top[at - 1].s.score < sc.score) {
+            top[at] = top[at - 1];
+            at--;
+        }
+        top[at].idx = i;
+        top[at].s = sc;
+    }
+    return ntop;
+}
+
+/* The best homes from the snapshot, each read back whole from the store for the answer. false when
+ * a winner's row is not the one in the snapshot (changed or deleted by a write whose generation
+ * this process has not seen yet): the snapshot is marked stale and the store answers instead. */
+static bool snap_answer(snap_t *s, store_conn_t *c, const rec_prefs_t *p, best_t *b, arena_t *a, bool *stale,
+                        err_t *e)
+{
+    top_t *top = arena_alloc(a, (size_t)b->cap * sizeof *top);
+    int n = snap_best(s, p, b->cap, top, a);
+    arena_t one;
+    arena_init(&one);
+    bool ok = true;
+    for (int i = 0; i < n && ok && !*stale; i++) {
+        const snap_home_t *k = &s->homes[top[i].idx];
+        property_t h;
+        err_t ge;
+        err_clear(&ge);
+        if (!c->store->ops->property_get(c, k->id, &one, &h, &ge)) {
+            if (ge.code == ERR_NOT_FOUND)
+                *stale = true;
+            else
+                *e = ge, ok = false;
+        } else if (h.version != k->version || !rec_passes(p, &h)) {
+            *stale = true;
+        } else {
+            rec_score_t sc;
+            rec_score(p, &h, k->predicted_cents, &sc);
+            if (sc.score != top[i].s.score)
+                *stale = true; /* cannot be, with the same version; never answer it if it were */
+            else
+                best_offer(b, &h, &sc);
+        }
+        arena_reset(&one);
+    }
+    arena_free(&one);
+    if (*stale) {
+        pthread_mutex_lock(&snap_mu);
+        s->stale = true;
+        pthread_mutex_unlock(&snap_mu);
+    }
+    return ok;
+}
+
 static void write_answer(jw_t *w, const rec_prefs_t *p, const best_t *b, arena_t *a)
 {
     jw_obj_begin(w);
@@ -378,28 +977,26 @@ static void write_answer(jw_t *w, const rec_prefs_t *p, const best_t *b, arena_t
 static void answer(http_request_t *req, http_response_t *res, store_conn_t *c, const rec_prefs_t *p, int limit)
 {
     pthread_once(&cache_once, cache_init);
-    buf_t key;
-    buf_init(&key);
-    int version = model_version();
+    int version = pricing_version();
+    jw_t w;
     if (answers) {
         uint64_t gen = respcache_generation();
-        if (gen && version >= 0) {
+        buf_t key, hit;
+        buf_init(&key);
+        buf_init(&hit);
+        if (gen) {
             jw_t kw;
             buf_printf(&key, "rec|%llu|%d|%d|", (unsigned long long)gen, version, limit);
             jw_init(&kw, &key);
             rec_prefs_write_json(&kw, p);
         }
-    }
-    jw_t w;
-    if (key.len) {
-        buf_t hit;
-        buf_init(&hit);
-        if (answers->ops->get(answers, key.data, key.len, &hit)) {
+        bool found = key.len && answers->ops->get(answers, key.data, key.len, &hit);
+        buf_free(&key);
+        if (found) {
             app_store_done(c);
             http_res_json(res, 200, &w);
             buf_append(&res->body, hit.data, hit.len);
             buf_free(&hit);
-            buf_free(&key);
             return;
         }
         buf_free(&hit);
@@ -409,19 +1006,49 @@ static void answer(http_request_t *req, http_response_t *res, store_conn_t *c, c
     best_t b = {.cap = limit};
     b.items = arena_alloc(req->arena, (size_t)limit * sizeof *b.items);
     arena_init(&b.arena);
-    bool ok = find_best(c, p, version, &b, &e);
+    /* The snapshot answers unless the location text is not plain ASCII on either side (then only
+     * the store's own matching is exact) or a winner turns out to have changed. */
+    uint64_t gen = 0;
+    int made_by = version; /* the model version of the estimates in the answer; < 0: not cached */
+    bool ok, stale = false;
+    snap_t *s = NULL;
+    if (!(p->set & RP_BIT(RP_LOCATION)) || ascii_only(p->location))
+        s = snap_acquire(c, version, &gen);
+    if (s && !s->exotic) {
+        made_by = s->model;
+        ok = snap_answer(s, c, p, &b, req->arena, &stale, &e);
+        if (stale) { /* start again from the store */
+            arena_free(&b.arena);
+            b = (best_t){.cap = limit, .items = b.items};
+            arena_init(&b.arena);
+        }
+    }
+    if (!s || s->exotic || stale) {
+        if (!gen)
+            gen = respcache_generation();
+        made_by = version;
+        ok = find_best(c, p, version, &b, &e);
+    }
+    snap_release(s);
     app_store_done(c);
     if (ok) {
         http_res_json(res, 200, &w);
         buf_reserve(&res->body, (size_t)b.n * 2000);
         write_answer(&w, p, &b, req->arena);
-        if (key.len)
+        if (answers && gen && made_by >= 0) {
+            buf_t key;
+            buf_init(&key);
+            jw_t kw;
+            buf_printf(&key, "rec|%llu|%d|%d|", (unsigned long long)gen, made_by, limit);
+            jw_init(&kw, &key);
+            rec_prefs_write_json(&kw, p);
             answers->ops->put(answers, key.data, key.len, res->body.data, res->body.len, answers_ttl_ms);
+            buf_free(&key);
+        }
     } else {
         http_res_error(req, res, &e);
     }
     arena_free(&b.arena);
-    buf_free(&key);
 }
 
 /* Sessions --------------------------------------------------------------------------------------- */

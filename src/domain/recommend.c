@@ -267,7 +267,7 @@ static int count_amenities(const rec_prefs_t *p, const property_t *h)
 }
 
 /* value_milli < 0: computed from predicted_cents */
-static void score_with(const rec_prefs_t *p, const property_t *h, int64_t predicted_cents, int value_milli,
+static void score_with(const rec_prefs_t *p, const rec_home_t *h, int64_t predicted_cents, int value_milli,
                        rec_score_t *s)
 {
     memset(s, 0, sizeof *s);
@@ -283,7 +283,7 @@ static void score_with(const rec_prefs_t *p, const property_t *h, int64_t predic
     if (p->set & RP_BIT(RP_MAX_COMMUTE)) {
         s->applies |= 1u << RC_COMMUTE;
         int max = p->max_commute_time, c = h->commute_time;
-        if (!(h->set & PF_BIT(PF_COMMUTE_TIME)))
+        if (!h->has_commute)
             s->milli[RC_COMMUTE] = 500; /* unknown: neutral */
         else if (c <= max)
             s->milli[RC_COMMUTE] = 1000;
@@ -293,7 +293,7 @@ static void score_with(const rec_prefs_t *p, const property_t *h, int64_t predic
     if (p->set & RP_BIT(RP_MIN_SCHOOL)) {
         s->applies |= 1u << RC_SCHOOL;
         double m = p->min_school_rating, r = h->school_rating;
-        if (!(h->set & PF_BIT(PF_SCHOOL_RATING)))
+        if (!h->has_school)
             s->milli[RC_SCHOOL] = 500; /* unknown: neutral (DESIGN.md) */
         else if (r >= m || m <= 0)
             s->milli[RC_SCHOOL] = 1000;
@@ -302,7 +302,7 @@ static void score_with(const rec_prefs_t *p, const property_t *h, int64_t predic
     }
     if (p->set & RP_BIT(RP_AMENITIES)) {
         s->applies |= 1u << RC_AMENITIES;
-        s->amenities_have = count_amenities(p, h);
+        s->amenities_have = h->amenities_have;
         s->milli[RC_AMENITIES] = clamp_milli(div_round(1000LL * s->amenities_have, p->namenities));
     }
     s->applies |= 1u << RC_VALUE;
@@ -325,15 +325,35 @@ static void score_with(const rec_prefs_t *p, const property_t *h, int64_t predic
     s->score = (int)div_round(num, den);
 }
 
-void rec_score(const rec_prefs_t *p, const property_t *h, int64_t predicted_cents, rec_score_t *out)
+void rec_home_of(const rec_prefs_t *p, const property_t *h, rec_home_t *out)
+{
+    out->price_cents = h->price_cents;
+    out->bedrooms = h->bedrooms;
+    out->has_commute = (h->set & PF_BIT(PF_COMMUTE_TIME)) != 0;
+    out->commute_time = h->commute_time;
+    out->has_school = (h->set & PF_BIT(PF_SCHOOL_RATING)) != 0;
+    out->school_rating = h->school_rating;
+    out->amenities_have = (p->set & RP_BIT(RP_AMENITIES)) ? count_amenities(p, h) : 0;
+}
+
+void rec_score_home(const rec_prefs_t *p, const rec_home_t *h, int64_t predicted_cents, rec_score_t *out)
 {
     score_with(p, h, predicted_cents, -1, out);
 }
 
+void rec_score(const rec_prefs_t *p, const property_t *h, int64_t predicted_cents, rec_score_t *out)
+{
+    rec_home_t home;
+    rec_home_of(p, h, &home);
+    score_with(p, &home, predicted_cents, -1, out);
+}
+
 int rec_score_bound(const rec_prefs_t *p, const property_t *h)
 {
+    rec_home_t home;
+    rec_home_of(p, h, &home);
     rec_score_t s;
-    score_with(p, h, 0, 1000, &s);
+    score_with(p, &home, 0, 1000, &s);
     return s.score;
 }
 

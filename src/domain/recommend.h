@@ -75,6 +75,19 @@ typedef struct rec_score {
  * >= min_bedrooms); the location text is matched by the store's search, as GET /api/properties
  * matches it. */
 bool rec_passes(const rec_prefs_t *p, const property_t *h);
+/* What the scores read of a home, in a compact form (the in-process snapshot of
+ * api/recommendations.c keeps homes so): rec_score(p, h, ...) is rec_score_home(p, rec_home_of(p, h), ...). */
+typedef struct rec_home {
+    int64_t price_cents;
+    int bedrooms;
+    bool has_commute, has_school;
+    int commute_time;
+    double school_rating;
+    int amenities_have; /* how many of p's wanted amenities the home has */
+} rec_home_t;
+void rec_home_of(const rec_prefs_t *p, const property_t *h, rec_home_t *out);
+void rec_score_home(const rec_prefs_t *p, const rec_home_t *h, int64_t predicted_cents, rec_score_t *out);
+
 /* Scores `h`. predicted_cents <= 0: the model has no estimate (value is neutral, 0.5). */
 void rec_score(const rec_prefs_t *p, const property_t *h, int64_t predicted_cents, rec_score_t *out);
 /* The highest score `h` can reach whatever the model says (value at its best): a home whose bound

@@ -11,6 +11,7 @@ answer at once. Runs on SQLite and, in the PostgreSQL pass, on PostgreSQL."""
 import json
 import re
 import time
+import urllib.parse
 from decimal import Decimal
 
 import harness
@@ -380,6 +381,133 @@ class RecommendationsTest(RecommendationCase):
         a = self.recommend({"preferred_amenities": ["Garage", "pool"], "budget": 300000}, raw=True)
         b = self.recommend({"budget": 300000.00, "preferred_amenities": ["pool", "garage", "GARAGE"]}, raw=True)
         self.assertEqual(a.raw, b.raw)
+
+
+def div_round(num, den):
+    return (num + den // 2) // den
+
+
+def clamp(v):
+    return max(0, min(1000, v))
+
+
+def round_half_away(x):
+    return int(Decimal(repr(x)).quantize(Decimal(1), rounding="ROUND_HALF_UP"))
+
+
+def brute_force(homes, prefs, limit):
+    """The best `limit` homes by scoring every listing in Python, as docs/recommendations.md says
+    (no model: value 0.5): [(id, score in thousandths)]."""
+    cents = lambda d: int((Decimal(str(d)) * 100).to_integral_value())
+    ranked = []
+    for h in homes:
+        price = cents(h["price"])
+        if h["status"] != "active":
+            continue
+        if "budget" in prefs and price > cents(prefs["budget"]):
+            continue
+        if "min_bedrooms" in prefs and h["bedrooms"] < prefs["min_bedrooms"]:
+            continue
+        if "location" in prefs and prefs["location"].strip().lower() not in h["location"].lower():
+            continue
+        m = {"value": 500}
+        if "budget" in prefs:
+            b = cents(prefs["budget"])
+            m["budget"] = clamp(800 + div_round(200 * (b - price), b))
+        if "min_bedrooms" in prefs:
+            mb = prefs["min_bedrooms"]
+            m["bedrooms"] = 1000 if h["bedrooms"] >= mb else clamp(div_round(1000 * max(h["bedrooms"], 0), mb))
+        if "max_commute_time" in prefs:
+            mx, c = prefs["max_commute_time"], h["commute_time"]
+            m["commute"] = (500 if c is None else 1000 if c <= mx else 0 if c - mx >= mx
+                            else clamp(1000 - div_round(1000 * (c - mx), mx)))
+        if "min_school_rating" in prefs:
+            ms, r = prefs["min_school_rating"], h["school_rating"]
+            m["school"] = (500 if r is None else 1000 if r >= ms or ms <= 0
+                           else clamp(round_half_away(1000.0 * max(r, 0) / ms)))
+        if "preferred_amenities" in prefs:
+            want = sorted({slug(a) for a in prefs["preferred_amenities"]})
+            have = sum(1 for a in want if a in (h["amenities"] or []))
+            m["amenities"] = clamp(div_round(1000 * have, len(want)))
+        score = div_round(sum(WEIGHTS[k] * v for k, v in m.items()), sum(WEIGHTS[k] for k in m))
+        ranked.append((-score, price, h["id"]))
+    ranked.sort()
+    return [(i, -s) for s, _, i in ranked[:limit]]
+
+
+class SnapshotTest(RecommendationCase):
+    """The answers come from an in-process snapshot of the listings: they are the same as scoring
+    every listing, and every write through the API shows in the very next answer."""
+    ENV = LONG_CACHE
+
+    def ids(self, prefs):
+        return [i["property"]["id"] for i in self.recommend(prefs)["items"]]
+
+    def test_equal_to_scoring_every_listing(self):
+        homes = self.fetch_all()
+        for prefs in ({"budget": 200000, "limit": 20},
+                      {"budget": 180000, "min_bedrooms": 3, "max_commute_time": 20,
+                       "preferred_amenities": ["garage", "central air", "deck"], "limit": 25},
+                      {"location": "sacramento", "min_bedrooms": 2, "limit": 15},
+                      {"location": "  CA 958", "budget": 150000, "preferred_amenities": ["pool"], "limit": 10},
+                      {"location": "n", "max_commute_time": 5, "limit": 50},
+                      {"preferred_amenities": ["fireplace", "basement", "garage", "pool"], "limit": 50},
+                      {"min_school_rating": 7, "budget": 400000.5, "limit": 30},
+                      {"location": "Ames, IA", "budget": 95000, "min_bedrooms": 4, "limit": 50}):
+            items = self.recommend(prefs)["items"]
+            self.assertEqual([(i["property"]["id"], round(i["score"] * 1000)) for i in items],
+                             brute_force(homes, prefs, prefs["limit"]), repr(prefs))
+
+    def test_a_price_change_of_a_home_not_yet_listed_shows_at_once(self):
+        tag = "Thistlebrook"
+        a = self.request("POST", "/api/properties", valid_property(
+            title="A", price=100000, location="1 Snap St, %s, IA" % tag)).json
+        b = self.request("POST", "/api/properties", valid_property(
+            title="B", price=110000, location="2 Snap St, %s, IA" % tag)).json
+        prefs = {"budget": 200000, "location": tag, "limit": 1}
+        self.assertEqual(self.ids(prefs), [a["id"]])
+        r = self.request("PATCH", "/api/properties/%d" % b["id"], {"price": 90000})
+        self.assertEqual(r.status, 200, repr(r))
+        self.assertEqual(self.ids(prefs), [b["id"]], "the cheaper home wins at once")
+        items = self.recommend(dict(prefs, limit=5))["items"]
+        self.assertEqual([(i["property"]["id"], i["property"]["price"]) for i in items],
+                         [(b["id"], 90000), (a["id"], 100000)])
+
+    def test_a_new_listing_appears_and_a_deleted_one_disappears(self):
+        tag = "Marrowgate"
+        prefs = {"location": tag, "preferred_amenities": ["pool"], "limit": 5}
+        self.assertEqual(self.ids(prefs), [])
+        home = self.request("POST", "/api/properties", valid_property(
+            title="New", price=150000, location="3 Fresh Rd, %s, IA" % tag, amenities=["pool"])).json
+        self.assertEqual(self.ids(prefs), [home["id"]])
+        # it wins across the whole catalogue too: the best pool home within a tight budget
+        self.assertIn(home["id"], self.ids({"budget": 150000, "preferred_amenities": ["pool"], "limit": 50}))
+        r = self.request("DELETE", "/api/properties/%d" % home["id"])
+        self.assertIn(r.status, (200, 204), repr(r))
+        self.assertEqual(self.ids(prefs), [])
+        self.assertNotIn(home["id"], self.ids({"budget": 150000, "preferred_amenities": ["pool"], "limit": 50}))
+
+    def test_a_change_behind_the_apis_back_is_caught_by_the_read_back(self):
+        tag = "Gorsewick"
+        home = self.request("POST", "/api/properties", valid_property(
+            title="Sneaky", price=100000, location="4 Back Ln, %s, IA" % tag)).json
+        prefs = {"budget": 120000, "location": tag}
+        self.assertEqual(self.ids(prefs), [home["id"]])
+        # another process without Redis: the row changes, the generation does not
+        harness.sql(self.server, "UPDATE properties SET price_cents = 11000000, version = version + 1 WHERE id = %d"
+                    % home["id"])
+        items = self.recommend(dict(prefs, max_commute_time=30))["items"]  # not a cached answer
+        self.assertEqual([i["property"]["price"] for i in items], [110000], "the winner is read back as it is")
+        self.assertIn("$10,000 under your budget", items[0]["reasons"])
+
+    def test_non_ascii_locations_match_as_the_store_matches(self):
+        home = self.request("POST", "/api/properties", valid_property(
+            title="Umlaut", price=120000, location="5 Straße, Ämberg, IA")).json
+        for needle in ("Ämberg", "straße", "berg, IA"):
+            self.assertIn(home["id"], self.ids({"location": needle, "limit": 50}), needle)
+            listed = {p["id"] for p in self.fetch_all("location=" + urllib.parse.quote(needle))}
+            self.assertIn(home["id"], listed, needle)
+        self.assertEqual(self.ids({"location": "Zürich"}), [])
 
 
 class WithModelTest(RecommendationCase):

@@ -257,6 +257,44 @@ static void test_score_is_weighted_mean_of_breakdown(void **state)
     arena_free(&a);
 }
 
+/* The snapshot of api/recommendations.c scores a compact home (rec_home_t) with its amenities
+ * counted by number: the same numbers as rec_score of the full listing, whatever the home. */
+static void test_compact_home_scores_the_same(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a);
+    for (int i = 0; i < 20000; i++) {
+        rec_prefs_t p;
+        property_t h;
+        random_prefs(&p, &a);
+        random_home(&h, &a);
+        int64_t est = random_estimate(&h);
+        rec_score_t full, compact;
+        rec_score(&p, &h, est, &full);
+        /* as the snapshot keeps it: the flags and values, and the count of wanted amenities */
+        rec_home_t home = {.price_cents = h.price_cents,
+                           .bedrooms = h.bedrooms,
+                           .has_commute = (h.set & PF_BIT(PF_COMMUTE_TIME)) != 0,
+                           .commute_time = h.commute_time,
+                           .has_school = (h.set & PF_BIT(PF_SCHOOL_RATING)) != 0,
+                           .school_rating = h.school_rating};
+        for (int w = 0; w < p.namenities && (p.set & RP_BIT(RP_AMENITIES)); w++)
+            for (int k = 0; k < h.namenities; k++)
+                if (strcmp(p.amenities[w], h.amenities[k]) == 0) {
+                    home.amenities_have++;
+                    break;
+                }
+        rec_score_home(&p, &home, est, &compact);
+        assert_memory_equal(&full, &compact, sizeof full);
+        rec_home_t of;
+        rec_home_of(&p, &h, &of);
+        assert_int_equal(of.amenities_have, home.amenities_have);
+        arena_reset(&a);
+    }
+    arena_free(&a);
+}
+
 static void test_unknown_is_neutral(void **state)
 {
     (void)state;
@@ -456,6 +494,7 @@ int main(void)
         cmocka_unit_test(test_wanted_amenity_never_lowers_score),
         cmocka_unit_test(test_estimate_and_bound),
         cmocka_unit_test(test_score_is_weighted_mean_of_breakdown),
+        cmocka_unit_test(test_compact_home_scores_the_same),
         cmocka_unit_test(test_unknown_is_neutral),
         cmocka_unit_test(test_reasons_state_the_numbers),
         cmocka_unit_test(test_format_dollars),
