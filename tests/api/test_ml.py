@@ -175,5 +175,30 @@ class ModelTest(ServerTestCase):
         self.assertEqual(harness.run_cli(["train", "--rounds", "0"], d).returncode, 2)
 
 
+class DemoTrainsTest(ServerTestCase):
+    """`serve --demo` on an empty database loads the demo data and, with no model, queues a
+    `train` job whose model the server then uses."""
+    ARGS = ["--demo"]
+    ENV = ROUNDS
+
+    def test_demo_trains_a_model(self):
+        deadline = time.time() + 90
+        r = None
+        while time.time() < deadline:
+            r = self.request("GET", "/api/ml/model-info", token=None)
+            if r.status == 200:
+                break
+            time.sleep(0.2)
+        self.assertEqual(r.status, 200, "no model within 90 s of serve --demo: %r" % (r,))
+        self.assertGreater(r.json["rows"], 1000)  # the demo's Ames rows
+        listed = self.request("GET", "/api/jobs?type=train", token=self.server.admin_token())
+        self.assertEqual(listed.status, 200, repr(listed))
+        jobs = listed.json["items"]
+        self.assertEqual(len(jobs), 1)
+        self.assertEqual(jobs[0]["status"], "succeeded")
+        self.assertEqual(jobs[0]["result"]["version"], r.json["version"])
+        self.assertIn("ames", jobs[0]["result"]["markets"])
+
+
 if __name__ == "__main__":
     unittest.main()
