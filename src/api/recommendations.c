@@ -186,7 +186,8 @@ static int64_t estimate_cents(const property_t *h, int model)
         cents = llround(est.price * 100.0);
     else if (e.code != ERR_NONE && e.code != ERR_UNAVAILABLE)
         return 0; /* a failure for this listing alone: not remembered */
-    bool same = cents == 0 || est.version == model; /* the model may have changed meanwhile */
+    /* the model may have changed meanwhile: remember only what `model` said */
+    bool same = cents ? est.version == model : pricing_version() == model;
     if (model > 0 && same) {
         char key[64];
         size_t klen;
@@ -320,6 +321,7 @@ static bool find_best(store_conn_t *c, const rec_prefs_t *p, int model, best_t *
 #define SNAP_PAGE 2000
 #define SNAP_FEATURES_CHUNK 250 /* ids per feature query */
 #define SNAP_MAX_AGE_MS 10000   /* then rebuilt by one request while the others use it */
+#define SNAP_RETRY_MS 1000      /* after a failed build, the store answers for this long */
 enum { SH_COMMUTE = 1, SH_SCHOOL = 2, SH_DROP = 4 };
 
 typedef struct snap_home {
@@ -336,7 +338,7 @@ typedef struct snap {
     bool stale; /* a listing read back differed from its copy here: not used again */
     uint64_t gen;
     int model; /* the version of every estimate here (0: none; -1: mixed, the model changed meanwhile) */
-    uint64_t built_ns;
+    uint64_t started_ns, built_ns; /* when its build started (it saw every write before) and ended */
     snap_home_t *homes; /* active listings, (price, id) order */
     int n;
     uint32_t *by_id; /* indexes in homes, id order */
@@ -355,6 +357,7 @@ static pthread_mutex_t snap_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t snap_cv = PTHREAD_COND_INITIALIZER;
 static snap_t *snap_cur; /* holds one reference */
 static bool snap_building;
+static uint64_t snap_failed_ns; /* when the last build failed (0: it did not); under snap_mu */
 
 static void snap_free(snap_t *s)
 {
@@ -471,6 +474,8 @@ static int64_t predict_cents(const property_t *h, int model, bool *mixed)
             *mixed = true;
         return llround(est.price * 100.0);
     }
+    if (e.code == ERR_UNAVAILABLE && pricing_version() == model)
+        return 0; /* the model has no market for this listing: no estimate, nothing changed */
     if (e.code == ERR_UNAVAILABLE || (e.code == ERR_NONE && est.version != model))
         *mixed = true; /* the model went away or changed meanwhile */
     return 0;
@@ -704,21 +709,25 @@ static snap_t *snap_build(store_conn_t *c, uint64_t gen, int model, const snap_t
         if (!(s->homes[i].flags & SH_DROP))
             s->homes[n++] = s->homes[i];
     s->n = n;
-    qsort(s->homes, (size_t)n, sizeof *s->homes, cmp_price_id);
-    s->by_id = xrealloc(NULL, (size_t)n * sizeof *s->by_id);
+    if (n > 0)
+        qsort(s->homes, (size_t)n, sizeof *s->homes, cmp_price_id);
+    s->by_id = xrealloc(NULL, (size_t)(n > 0 ? n : 1) * sizeof *s->by_id);
     for (int i = 0; i < n; i++)
         s->by_id[i] = (uint32_t)i;
     sort_homes = s->homes; /* one builder at a time (snap_building) */
-    qsort(s->by_id, (size_t)n, sizeof *s->by_id, cmp_by_id);
+    if (n > 0)
+        qsort(s->by_id, (size_t)n, sizeof *s->by_id, cmp_by_id);
     for (int i = 1; i < n; i++)
         if (s->homes[s->by_id[i]].id == s->homes[s->by_id[i - 1]].id)
             s->stale = true; /* cannot happen with the created_at order; never serve it if it did */
     /* amenity names sorted, so that a wanted one is found by bisection; ids renumbered */
     s->nnames = (int)b.amens.n;
-    s->amen_names = xrealloc(NULL, b.amens.n * sizeof *s->amen_names);
-    memcpy(s->amen_names, b.amens.list, b.amens.n * sizeof *s->amen_names);
-    qsort(s->amen_names, b.amens.n, sizeof *s->amen_names, cmp_str);
-    uint32_t *renum = xrealloc(NULL, b.amens.n * sizeof *renum);
+    s->amen_names = xrealloc(NULL, (b.amens.n ? b.amens.n : 1) * sizeof *s->amen_names);
+    if (b.amens.n) {
+        memcpy(s->amen_names, b.amens.list, b.amens.n * sizeof *s->amen_names);
+        qsort(s->amen_names, b.amens.n, sizeof *s->amen_names, cmp_str);
+    }
+    uint32_t *renum = xrealloc(NULL, (b.amens.n ? b.amens.n : 1) * sizeof *renum);
     for (int i = 0; i < s->nnames; i++)
         renum[intern_get(&b.amens, s->amen_names[i], &s->strings)] = (uint32_t)i;
     for (size_t i = 0; i < b.namen_ids; i++)
@@ -727,11 +736,13 @@ static snap_t *snap_build(store_conn_t *c, uint64_t gen, int model, const snap_t
     s->amen_ids = b.amen_ids;
     s->namen_ids = b.namen_ids;
     s->nlocs = (int)b.locs.n;
-    s->locs = xrealloc(NULL, b.locs.n * sizeof *s->locs);
-    memcpy(s->locs, b.locs.list, b.locs.n * sizeof *s->locs);
+    s->locs = xrealloc(NULL, (b.locs.n ? b.locs.n : 1) * sizeof *s->locs);
+    if (b.locs.n)
+        memcpy(s->locs, b.locs.list, b.locs.n * sizeof *s->locs);
     intern_free(&b.locs);
     intern_free(&b.amens);
     s->model = b.mixed ? -1 : model;
+    s->started_ns = t0;
     s->built_ns = time_mono_ns();
     s->bytes = (size_t)n * (sizeof *s->homes + sizeof *s->by_id) + s->namen_ids * sizeof *s->amen_ids +
                (size_t)(s->nnames + s->nlocs) * sizeof(char *);
@@ -754,6 +765,7 @@ static void snap_finish(snap_t *n)
         n->refs++; /* the caller's and snap_cur's */
     }
     snap_building = false;
+    snap_failed_ns = n ? 0 : time_mono_ns();
     pthread_cond_broadcast(&snap_cv);
     bool last = prev && --prev->refs == 0;
     pthread_mutex_unlock(&snap_mu);
@@ -769,6 +781,11 @@ static void snap_finish(snap_t *n)
  * (listings changed since) is never used: the caller waits for the build. */
 static snap_t *snap_acquire(store_conn_t *c, int model, uint64_t *gen)
 {
+    /* a snapshot whose build started after this request arrived has every write this request
+     * could know of (a write bumps the generation after it commits), whatever writes came since:
+     * under a steady stream of writes a waiter takes the next build instead of waiting for one
+     * that ends before the next write */
+    uint64_t arrived = time_mono_ns();
     for (;;) {
         uint64_t g = respcache_generation();
         if (!g)
@@ -776,18 +793,27 @@ static snap_t *snap_acquire(store_conn_t *c, int model, uint64_t *gen)
         *gen = g;
         pthread_mutex_lock(&snap_mu);
         snap_t *s = snap_cur, *old = NULL;
-        if (s && !s->stale && s->gen == g) {
-            bool renew = s->model != model || time_mono_ns() - s->built_ns > (uint64_t)SNAP_MAX_AGE_MS * 1000000;
+        if (s && !s->stale && (s->gen >= g || s->started_ns >= arrived)) {
+            bool renew = s->gen < g || s->model != model ||
+                         time_mono_ns() - s->built_ns > (uint64_t)SNAP_MAX_AGE_MS * 1000000;
             s->refs++;
-            if (!renew || snap_building) {
+            if (s->gen < g)
+                *gen = s->gen; /* answers cached under the generation the snapshot saw */
+            if (!renew || snap_building || snap_failed_ns + (uint64_t)SNAP_RETRY_MS * 1000000 > time_mono_ns()) {
                 pthread_mutex_unlock(&snap_mu);
                 return s;
             }
             old = s;
         } else if (snap_building) {
             pthread_cond_wait(&snap_cv, &snap_mu);
+            bool failed = snap_failed_ns >= arrived; /* a build that this request waited for failed */
             pthread_mutex_unlock(&snap_mu);
+            if (failed)
+                return NULL; /* the store answers; the next build is tried after SNAP_RETRY_MS */
             continue;
+        } else if (snap_failed_ns + (uint64_t)SNAP_RETRY_MS * 1000000 > time_mono_ns()) {
+            pthread_mutex_unlock(&snap_mu);
+            return NULL; /* a build failed a moment ago: the store answers meanwhile */
         } else if (s) {
             old = s;
             s->refs++;
@@ -804,7 +830,10 @@ static snap_t *snap_acquire(store_conn_t *c, int model, uint64_t *gen)
             snap_release(old);
             return n;
         }
-        if (old && old->gen == g && !old->stale)
+        pthread_mutex_lock(&snap_mu);
+        bool usable = old && old->gen >= g && !old->stale;
+        pthread_mutex_unlock(&snap_mu);
+        if (usable)
             return old; /* still current for the listings */
         snap_release(old);
         return NULL;
@@ -1014,7 +1043,8 @@ static void answer(http_request_t *req, http_response_t *res, store_conn_t *c, c
     snap_t *s = NULL;
     if (!(p->set & RP_BIT(RP_LOCATION)) || ascii_only(p->location))
         s = snap_acquire(c, version, &gen);
-    if (s && !s->exotic) {
+    bool exotic = s && s->exotic && (p->set & RP_BIT(RP_LOCATION)); /* the store matches locations */
+    if (s && !exotic) {
         made_by = s->model;
         ok = snap_answer(s, c, p, &b, req->arena, &stale, &e);
         if (stale) { /* start again from the store */
@@ -1023,7 +1053,7 @@ static void answer(http_request_t *req, http_response_t *res, store_conn_t *c, c
             arena_init(&b.arena);
         }
     }
-    if (!s || s->exotic || stale) {
+    if (!s || exotic || stale) {
         if (!gen)
             gen = respcache_generation();
         made_by = version;

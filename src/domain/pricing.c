@@ -160,10 +160,10 @@ static void scan_member(void *arg, const char *key, size_t keylen, flat_kind_t k
                         double num)
 {
     scan_arg_t *a = arg;
-    a->found++;
     int col = column_by_name(a->cols, key, keylen);
     if (col < 0)
-        return;
+        return; /* not one of the model's columns */
+    a->found++;
     const column_t *c = &a->cols->col[col];
     float x = NAN; /* the last of a repeated key wins, as in jansson */
     if (c->categorical && kind == FLAT_STRING) {
@@ -449,7 +449,9 @@ static bool check_trees(BoosterHandle b, const columns_t *cols, const float *x, 
     int ncol = CORE + cols->n;
     DMatrixHandle m;
     double *want = malloc((size_t)n * sizeof *want);
-    bool ok = trees_features(t) == ncol && dmatrix(cols, x, n, NULL, &m, e);
+    bool ok = (trees_features(t) == ncol ||
+               err_set(e, ERR_INTERNAL, "%s: %d features, %d expected", path, trees_features(t), ncol)) &&
+              dmatrix(cols, x, n, NULL, &m, e);
     if (ok) {
         ok = predict_matrix(b, m, n, want, e);
         XGDMatrixFree(m);
@@ -459,8 +461,6 @@ static bool check_trees(BoosterHandle b, const columns_t *cols, const float *x, 
         if (fabs(got - want[i]) > 1e-4 * (1 + fabs(want[i])))
             ok = err_set(e, ERR_INTERNAL, "%s: row %d: the tree walk gives %.6f, XGBoost %.6f", path, i, got, want[i]);
     }
-    if (ok && trees_features(t) != ncol)
-        ok = err_set(e, ERR_INTERNAL, "%s: %d features, %d expected", path, trees_features(t), ncol);
     free(want);
     trees_free(t);
     return ok;
@@ -651,9 +651,12 @@ static bool train_variant(market_t mk, const dataset_t *d, const columns_t *cols
                 idx[nh++] = i;
             }
         double *ph = malloc((size_t)nh * sizeof *ph);
-        ok = dmatrix(&cols, xs, nh, NULL, &test, e) && predict_matrix(b, test, nh, ph, e);
+        ok = dmatrix(&cols, xs, nh, NULL, &test, e);
         if (ok) {
+            ok = predict_matrix(b, test, nh, ph, e);
             XGDMatrixFree(test);
+        }
+        if (ok) {
             for (int k = 0; k < nh; k++)
                 pred[idx[k]] = ph[k];
             market_metrics_t fm;
@@ -1035,10 +1038,13 @@ static void refresh(bool force)
     }
     pthread_mutex_lock(&model.mu);
     model_set_t *old = model.current;
-    model.current = ms;
+    bool take = (old ? old->version : 0) == loaded; /* else another thread loaded a version meanwhile: it read `active` later */
+    if (take)
+        model.current = ms;
     pthread_mutex_unlock(&model.mu);
-    set_release(old);
-    log_info("pricing: model version %d loaded", want);
+    set_release(take ? old : ms);
+    if (take)
+        log_info("pricing: model version %d loaded", want);
 }
 
 static model_set_t *set_borrow(void)
@@ -1109,12 +1115,14 @@ bool pricing_predict(const property_t *p, price_estimate_t *out, err_t *e)
     int scanned = p->features ? scan_features(&mod->cols, p->features, rowp, &found) : 1;
     if (!scanned) {
         json_t *features = json_loads(p->features, 0, NULL);
-        found = json_is_object(features) ? (int)json_object_size(features) : 0;
+        found = 0;
+        for (int i = 0; json_is_object(features) && i < mod->cols.n; i++)
+            found += json_object_get(features, mod->cols.col[i].name) != NULL;
         if (found)
             feature_row(&mod->cols, p, features, rowp);
         json_decref(features);
     }
-    bool full = found > 0; /* without source columns: the basic model */
+    bool full = found > 0; /* without any of the model's source columns: the basic model */
     double y = trees_predict(full ? mod->full : mod->basic, rowp);
     bool ok = isfinite(y) || err_set(e, ERR_INTERNAL, "the price model gave no number");
     if (rowp != row)

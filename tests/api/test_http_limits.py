@@ -478,7 +478,16 @@ class MaxConnectionsTest(ServerTestCase):
     def test_over_limit_refused_then_recovers(self):
         held = [self.server.connect() for _ in range(5)]
         try:
-            time.sleep(0.2)
+            for h in held:  # each one answered, so the server has surely taken and counted it
+                h.settimeout(10)
+                h.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+                got = b""
+                while b"\r\n\r\n" not in got:
+                    chunk = h.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                self.assertEqual(harness.parse_status(got), 200, got[:200])
             s = self.server.connect()
             try:
                 s.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
