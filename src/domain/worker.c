@@ -62,6 +62,7 @@ static pthread_mutex_t wake_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake_cv;
 static pthread_once_t wake_once = PTHREAD_ONCE_INIT;
 static uint64_t wake_seq;
+static int wake_waiters; /* runners asleep in wait_for_work; under wake_mu */
 
 static void wake_init(void)
 {
@@ -77,7 +78,8 @@ void worker_wake(void)
     pthread_once(&wake_once, wake_init);
     pthread_mutex_lock(&wake_mu);
     wake_seq++;
-    pthread_cond_broadcast(&wake_cv);
+    if (wake_waiters > 0) /* busy runners look again before they sleep (wake_seq) */
+        pthread_cond_broadcast(&wake_cv);
     pthread_mutex_unlock(&wake_mu);
 }
 
@@ -323,7 +325,9 @@ static void wait_for_work(worker_pool_t *w, uint64_t seen, arena_t *arena)
         until.tv_nsec += (long)(ms % 1000) * 1000000L;
         until.tv_sec += until.tv_nsec / 1000000000L;
         until.tv_nsec %= 1000000000L;
+        wake_waiters++;
         pthread_cond_timedwait(&wake_cv, &wake_mu, &until);
+        wake_waiters--;
     }
     pthread_mutex_unlock(&wake_mu);
 }
