@@ -14,7 +14,7 @@ BIN="$(resolve_bin "${1:-}")"
 ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 BUILD="$(dirname "$BIN")"
 
-DATA="${BENCH_ML_DATA:-/work/shared/data}"
+DATA="${BENCH_ML_DATA:-$ROOT/../shared/data}"  # the reference data beside the checkout
 AMES="$DATA/ames.csv"
 SAC="$DATA/sacramento.csv"
 N_PRED="${BENCH_ML_PREDICTIONS:-20000}"
