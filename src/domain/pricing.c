@@ -714,7 +714,8 @@ static bool train_variant(market_t mk, const dataset_t *d, const columns_t *cols
             for (bst_ulong i = 0; i < nf; i++) { /* names come back as f<index> */
                 int k = names[i][0] == 'f' ? atoi(names[i] + 1) : -1;
                 const char *name = k < 0 || k >= ncol ? names[i] : k < CORE ? core_names[k] : cols.col[k - CORE].name;
-                json_object_set_new(importance, name, json_real(round(scores[i] / (total > 0 ? total : 1) * 1e4) / 1e4));
+                double share = scores[i] / (total > 0 ? total : 1);
+                json_object_set_new(importance, name, json_real(round(share * 1e4) / 1e4));
             }
         }
         XGBoosterFree(b);
@@ -984,12 +985,12 @@ static model_set_t *set_load(const char *data_dir, int v, err_t *e)
         for (size_t i = CORE; i < nf; i++) {
             json_t *fd = json_array_get(feats, i);
             column_t *c = &mod->cols.col[i - CORE];
-            c->name = strdup(json_string_value(json_object_get(fd, "name")) ? json_string_value(json_object_get(fd, "name")) : "");
+            c->name = strdup(json_string_value(json_object_get(fd, "name")) ?: "");
             json_t *cats = json_object_get(fd, "categories");
             c->categorical = cats != NULL;
             c->cats = calloc(json_array_size(cats) + 1, sizeof *c->cats);
             for (size_t k = 0; k < json_array_size(cats); k++)
-                c->cats[c->ncats++] = strdup(json_string_value(json_array_get(cats, k)) ? json_string_value(json_array_get(cats, k)) : "");
+                c->cats[c->ncats++] = strdup(json_string_value(json_array_get(cats, k)) ?: "");
         }
         columns_index(&mod->cols);
         mod->halfwidth = json_real_value(json_object_get(mm, "interval_log_halfwidth"));
@@ -1038,7 +1039,8 @@ static void refresh(bool force)
     }
     pthread_mutex_lock(&model.mu);
     model_set_t *old = model.current;
-    bool take = (old ? old->version : 0) == loaded; /* else another thread loaded a version meanwhile: it read `active` later */
+    /* else another thread loaded a version meanwhile, having read `active` later: keep that one */
+    bool take = (old ? old->version : 0) == loaded;
     if (take)
         model.current = ms;
     pthread_mutex_unlock(&model.mu);
