@@ -191,12 +191,10 @@ static int relay_batch(void)
             ok = s->ops->query(c, buf_cstr(&sql), published + 1, v, &a, &u, &e);
             buf_free(&sql);
         }
-        ok = s->ops->end(c, ok, &e) && ok;
+        ok = store_finish(c, ok, &e);
         n = ok && published == r.nrows ? published : -1;
     } else {
-        err_t ignore;
-        err_clear(&ignore);
-        s->ops->end(c, false, &ignore);
+        store_finish(c, false, &e);
     }
     arena_free(&a);
     s->ops->release(s, c);

@@ -66,16 +66,6 @@ static bool enqueue_import(store_conn_t *c, import_arg_t *a, err_t *e)
     return ok;
 }
 
-static bool tx(store_conn_t *c, bool ok, err_t *e)
-{
-    if (ok)
-        return c->store->ops->end(c, true, e);
-    err_t ignore;
-    err_clear(&ignore);
-    c->store->ops->end(c, false, &ignore);
-    return false;
-}
-
 void imports_create(http_request_t *req, http_response_t *res)
 {
     actor_t actor;
@@ -128,7 +118,7 @@ void imports_create(http_request_t *req, http_response_t *res)
     };
     store_audit_t audit = auth_audit_entry(req, &actor, "import.create", "job", NULL);
     audit.resource_ref = &a.job.id;
-    bool ok = c->store->ops->begin(c, &e) && tx(c, enqueue_import(c, &a, &e) && (a.existed || account_audit(c, &audit, &e)), &e);
+    bool ok = c->store->ops->begin(c, &e) && store_finish(c, enqueue_import(c, &a, &e) && (a.existed || account_audit(c, &audit, &e)), &e);
     app_store_done(c);
     if (!ok) {
         http_res_error(req, res, &e);
@@ -314,7 +304,7 @@ static void admin_transition(http_request_t *req, http_response_t *res,
     bool ok = http_param_id(req, "id", &id, &e) && c->store->ops->begin(c, &e);
     if (ok) {
         store_audit_t audit = auth_audit_entry(req, &actor, action, "job", arena_printf(req->arena, "%lld", (long long)id));
-        ok = tx(c, fn(c, id, req->arena, &j, &e) && account_audit(c, &audit, &e), &e);
+        ok = store_finish(c, fn(c, id, req->arena, &j, &e) && account_audit(c, &audit, &e), &e);
     }
     app_store_done(c);
     if (!ok) {

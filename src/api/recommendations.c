@@ -11,6 +11,7 @@
  * canonical preference set and limit, under the response cache's generation (bumped by every
  * listing write, here or on another instance) and the model version of their estimates.
  * docs/recommendations.md has the design, the memory and the staleness guarantees. */
+#define _GNU_SOURCE /* qsort_r */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -611,7 +612,6 @@ static bool builder_predict(builder_t *b, store_conn_t *c, property_t *rows, con
     return true;
 }
 
-static const snap_home_t *sort_homes;
 static int cmp_price_id(const void *x, const void *y)
 {
     const snap_home_t *a = x, *b = y;
@@ -619,9 +619,10 @@ static int cmp_price_id(const void *x, const void *y)
         return a->price_cents < b->price_cents ? -1 : 1;
     return a->id < b->id ? -1 : a->id > b->id;
 }
-static int cmp_by_id(const void *x, const void *y)
+static int cmp_by_id(const void *x, const void *y, void *homes)
 {
-    int64_t a = sort_homes[*(const uint32_t *)x].id, b = sort_homes[*(const uint32_t *)y].id;
+    const snap_home_t *h = homes;
+    int64_t a = h[*(const uint32_t *)x].id, b = h[*(const uint32_t *)y].id;
     return a < b ? -1 : a > b;
 }
 static int cmp_str(const void *x, const void *y) { return strcmp(*(const char *const *)x, *(const char *const *)y); }
@@ -714,9 +715,8 @@ static snap_t *snap_build(store_conn_t *c, uint64_t gen, int model, const snap_t
     s->by_id = xrealloc(NULL, (size_t)(n > 0 ? n : 1) * sizeof *s->by_id);
     for (int i = 0; i < n; i++)
         s->by_id[i] = (uint32_t)i;
-    sort_homes = s->homes; /* one builder at a time (snap_building) */
     if (n > 0)
-        qsort(s->by_id, (size_t)n, sizeof *s->by_id, cmp_by_id);
+        qsort_r(s->by_id, (size_t)n, sizeof *s->by_id, cmp_by_id, s->homes);
     for (int i = 1; i < n; i++)
         if (s->homes[s->by_id[i]].id == s->homes[s->by_id[i - 1]].id)
             s->stale = true; /* cannot happen with the created_at order; never serve it if it did */

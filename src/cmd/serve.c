@@ -73,11 +73,9 @@ static void demo_train(store_t *s)
     arena_t a;
     arena_init(&a);
     job_spec_t spec = {.type = "train", .payload = "{\"activate\":false}"};
-    bool ok = c && s->ops->begin(c, &e) && queue_enqueue(c, &spec, &a, &j, &existed, &e);
-    if (c) {
-        ok = s->ops->end(c, ok, &e) && ok;
+    bool ok = c && s->ops->begin(c, &e) && store_finish(c, queue_enqueue(c, &spec, &a, &j, &existed, &e), &e);
+    if (c)
         s->ops->release(s, c);
-    }
     if (ok)
         log_info("demo: no price model yet; training one (job %lld)", (long long)j.id);
     else

@@ -194,15 +194,6 @@ static void user_read(const store_rows_t *r, int row, user_t *u)
     u->updated_at = store_cell_i64(r, row, 7);
 }
 
-static bool tx_end(store_conn_t *c, bool ok, err_t *e)
-{
-    if (ok)
-        return c->store->ops->end(c, true, e);
-    err_t ignore;
-    err_clear(&ignore);
-    c->store->ops->end(c, false, &ignore);
-    return false;
-}
 
 bool account_system_id(store_t *s, int64_t *id, err_t *e)
 {
@@ -282,7 +273,7 @@ bool account_create(store_t *s, const user_input_t *in, const store_audit_t *aud
         }
     }
     sodium_memzero(hash, sizeof hash);
-    ok = tx_end(c, ok, e);
+    ok = store_finish(c, ok, e);
     s->ops->release(s, c);
     return ok;
 }
@@ -347,7 +338,7 @@ bool account_update(store_conn_t *c, int64_t id, const user_input_t *in, const s
     }
     if (ok && audit)
         ok = account_audit(c, audit, e);
-    return tx_end(c, ok, e);
+    return store_finish(c, ok, e);
 }
 
 /* Sessions -------------------------------------------------------------------------------------- */
@@ -445,7 +436,7 @@ bool account_login(store_t *s, const char *email, const char *password, const ch
                  3, t, a, &r, e) &&
                account_audit(c, audit, e);
     }
-    done = tx_end(c, done, e);
+    done = store_finish(c, done, e);
     s->ops->release(s, c);
     return done;
 }
@@ -486,9 +477,9 @@ bool account_refresh(store_conn_t *c, const char *old_hash, const char *new_hash
         return false;
     store_rows_t r;
     if (!find_refresh(c, old_hash, a, &r, e))
-        return tx_end(c, false, e);
+        return store_finish(c, false, e);
     if (r.nrows == 0) {
-        tx_end(c, false, e);
+        store_finish(c, false, e);
         return err_set(e, ERR_UNAUTHORIZED, "the refresh token is not valid");
     }
     int64_t token_id = store_cell_i64(&r, 0, 0), now = time_now_us();
@@ -504,19 +495,19 @@ bool account_refresh(store_conn_t *c, const char *old_hash, const char *new_hash
         store_rows_t u;
         if (!store_query(c, "UPDATE refresh_tokens SET used_at = CAST($2 AS BIGINT) WHERE id = CAST($1 AS BIGINT) AND used_at IS NULL",
                2, v, a, &u, e))
-            return tx_end(c, false, e);
+            return store_finish(c, false, e);
         used = u.changes != 1;
     }
     if (used) {
         audit->action = "auth.refresh_reused";
         audit->actor_id = 0; /* whoever presented it, not (necessarily) the user */
         bool ok = (revoked || revoke_session(c, *session_id, "refresh token reused", a, e)) && account_audit(c, audit, e);
-        if (!tx_end(c, ok, e))
+        if (!store_finish(c, ok, e))
             return false;
         return err_set(e, ERR_UNAUTHORIZED, "the refresh token is not valid");
     }
     if (revoked || expired || !out->active) {
-        tx_end(c, false, e);
+        store_finish(c, false, e);
         return err_set(e, ERR_UNAUTHORIZED, "the refresh token is not valid");
     }
     audit->action = "auth.refresh";
@@ -527,7 +518,7 @@ bool account_refresh(store_conn_t *c, const char *old_hash, const char *new_hash
                 " VALUES (CAST($1 AS BIGINT), $2, CAST($3 AS BIGINT))",
                 3, v, a, &ins, e) &&
               account_audit(c, audit, e);
-    return tx_end(c, ok, e);
+    return store_finish(c, ok, e);
 }
 
 bool account_logout(store_conn_t *c, const char *hash, store_audit_t *audit, arena_t *a, err_t *e)
@@ -536,16 +527,16 @@ bool account_logout(store_conn_t *c, const char *hash, store_audit_t *audit, are
         return false;
     store_rows_t r;
     if (!find_refresh(c, hash, a, &r, e))
-        return tx_end(c, false, e);
+        return store_finish(c, false, e);
     if (r.nrows == 0)
-        return tx_end(c, true, e);
+        return store_finish(c, true, e);
     int64_t session_id = store_cell_i64(&r, 0, 2);
     audit->action = "auth.logout";
     audit->actor_id = store_cell_i64(&r, 0, 5);
     audit->resource_type = "session";
     audit->resource_id = store_num(a, session_id);
     bool ok = revoke_session(c, session_id, "logout", a, e) && account_audit(c, audit, e);
-    return tx_end(c, ok, e);
+    return store_finish(c, ok, e);
 }
 
 bool account_identify(store_conn_t *c, int64_t user_id, int64_t session_id, arena_t *a, user_t *out, err_t *e)

@@ -171,13 +171,7 @@ static job_outcome_t job_prune(job_ctx_t *ctx, const job_t *job, buf_t *result, 
              s->ops->query(c,
                            "DELETE FROM jobs WHERE status IN ('succeeded', 'dead', 'cancelled') AND finished_at < CAST($1 AS BIGINT)",
                            1, v2, &a, &r3, &e);
-        if (ok)
-            ok = s->ops->end(c, true, &e);
-        else {
-            err_t ignore;
-            err_clear(&ignore);
-            s->ops->end(c, false, &ignore);
-        }
+        ok = store_finish(c, ok, &e);
     }
     if (c)
         s->ops->release(s, c);

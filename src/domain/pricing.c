@@ -11,6 +11,7 @@
  * a prediction checks `active` at most once a second and a new version replaces the set for the
  * next callers while current ones finish on the old. XGBoost trains; predictions walk the saved
  * trees with trees.c (no lock, a few microseconds), which training checks against XGBoost. */
+#define _GNU_SOURCE /* qsort_r */
 #include "pricing.h"
 
 #include <dirent.h>
@@ -93,24 +94,18 @@ static void columns_free(columns_t *c)
     c->n = 0;
 }
 
-static const columns_t *sort_cols; /* qsort has no context argument; columns_index runs at load */
-
-static int by_name_cmp(const void *a, const void *b)
+static int by_name_cmp(const void *a, const void *b, void *cols)
 {
-    return strcmp(sort_cols->col[*(const int *)a].name, sort_cols->col[*(const int *)b].name);
+    const columns_t *c = cols;
+    return strcmp(c->col[*(const int *)a].name, c->col[*(const int *)b].name);
 }
-
-static pthread_mutex_t index_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void columns_index(columns_t *c)
 {
     c->by_name = malloc((size_t)(c->n ? c->n : 1) * sizeof *c->by_name);
     for (int i = 0; i < c->n; i++)
         c->by_name[i] = i;
-    pthread_mutex_lock(&index_mu);
-    sort_cols = c;
-    qsort(c->by_name, (size_t)c->n, sizeof *c->by_name, by_name_cmp);
-    pthread_mutex_unlock(&index_mu);
+    qsort_r(c->by_name, (size_t)c->n, sizeof *c->by_name, by_name_cmp, c);
 }
 
 /* strcmp of the NUL-terminated `a` with the n bytes at `b` */
@@ -190,11 +185,7 @@ static int scan_features(const columns_t *cols, const char *text, float *row, in
 
 static int cat_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static int cat_code(const column_t *c, const char *v)
-{
-    char *const *hit = bsearch(&v, c->cats, (size_t)c->ncats, sizeof *c->cats, cat_cmp);
-    return hit ? (int)(hit - c->cats) : -1;
-}
+static int cat_code(const column_t *c, const char *v) { return cat_code_n(c, v, strlen(v)); }
 
 static bool is_excluded(market_t m, const char *name)
 {

@@ -148,13 +148,11 @@ bool schedule_fire(store_t *st, const schedule_t *s, int64_t tick, bool *enqueue
     if (ok) {
         ok = queue_enqueue(c, &spec, &a, &job, &existed, e);
         if (!ok && e->code == ERR_CONFLICT) { /* another instance enqueued it between our look and insert */
-            err_t ignore;
-            err_clear(&ignore);
-            st->ops->end(c, false, &ignore);
+            store_finish(c, false, e);
             err_clear(e);
             ok = true, existed = true;
         } else {
-            ok = st->ops->end(c, ok, e) && ok;
+            ok = store_finish(c, ok, e);
         }
     }
     if (c)

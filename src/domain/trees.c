@@ -144,7 +144,10 @@ trees_t *trees_load(const char *path, err_t *e)
                 *order = malloc(n * sizeof *order), *newid = malloc(n * sizeof *newid);
         for (size_t i = 0; i < n; i++)
             cat_of[i] = -1;
-        const char *bad = NULL;
+        const char *bad = json_array_size(cnodes) != json_array_size(sizes) ||
+                                  json_array_size(cnodes) != json_array_size(segs)
+                              ? "the categorical split arrays disagree in length" /* the bit sets were sized by them */
+                              : NULL;
         for (size_t c = 0; c < json_array_size(cnodes) && !bad; c++) {
             int32_t nid = int_at(cnodes, c), seg = int_at(segs, c), cnt = int_at(sizes, c), max = 0;
             if (nid < 0 || nid >= (int32_t)n) {

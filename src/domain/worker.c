@@ -155,17 +155,7 @@ static bool in_tx(store_t *s, bool lazy, bool (*fn)(store_conn_t *, void *, err_
     store_conn_t *c = s->ops->acquire(s, ACQUIRE_MS, e);
     if (!c)
         return false;
-    bool ok = store_begin(c, lazy, e);
-    if (ok) {
-        ok = fn(c, arg, e);
-        if (ok) {
-            ok = s->ops->end(c, true, e);
-        } else {
-            err_t ignore;
-            err_clear(&ignore);
-            s->ops->end(c, false, &ignore);
-        }
-    }
+    bool ok = store_begin(c, lazy, e) && store_finish(c, fn(c, arg, e), e);
     s->ops->release(s, c);
     return ok;
 }

@@ -14,6 +14,16 @@ store_t *store_open(const config_t *cfg, err_t *e)
     return store_postgres_open(cfg->database_url, cfg->db_pool, e);
 }
 
+bool store_finish(store_conn_t *c, bool ok, err_t *e)
+{
+    if (ok)
+        return c->store->ops->end(c, true, e);
+    err_t ignore;
+    err_clear(&ignore);
+    c->store->ops->end(c, false, &ignore);
+    return false;
+}
+
 const char *store_num(arena_t *a, int64_t v) { return arena_printf(a, "%lld", (long long)v); }
 
 int64_t store_cell_i64(const store_rows_t *r, int row, int col)

@@ -128,6 +128,10 @@ bool store_tx_extras_write(store_conn_t *c, err_t *e);
 /* Writes one outbox event in the caller's transaction (and NOTIFYs the relays on PostgreSQL). */
 bool store_event_write(store_conn_t *c, const store_event_t *ev, err_t *e);
 
+/* Ends the transaction begun on `c`: commits when `ok` (false with `e` set when the commit fails),
+ * otherwise rolls back and returns false, keeping in `e` the error that made `ok` false. */
+bool store_finish(store_conn_t *c, bool ok, err_t *e);
+
 /* Shorthands for the generic statements: run one, bind a number, read a cell as a number (0 for
  * SQL NULL). */
 static inline bool store_query(store_conn_t *c, const char *sql, int n, const char *const *vals, arena_t *a,

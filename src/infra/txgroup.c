@@ -56,14 +56,7 @@ void txgroup_free(txgroup_t *g)
 static bool run_alone(store_conn_t *c, member_t *m)
 {
     err_clear(m->e);
-    if (!c->store->ops->begin(c, m->e))
-        return false;
-    if (m->fn(c, m->arg, m->e))
-        return c->store->ops->end(c, true, m->e);
-    err_t ignore;
-    err_clear(&ignore);
-    c->store->ops->end(c, false, &ignore);
-    return false;
+    return c->store->ops->begin(c, m->e) && store_finish(c, m->fn(c, m->arg, m->e), m->e);
 }
 
 /* Runs a batch on the leader's connection. Every caller holds one: a leader that had to wait for
