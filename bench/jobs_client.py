@@ -3,11 +3,12 @@
 done (enqueue to done). Python stdlib only.
 
 usage: jobs_client.py --base http://127.0.0.1:PORT --email E --password P [--jobs 10000]
-                      [--conns 16] [--poll 0.01] [--timeout 300]
+                      [--conns 16] [--batch 1] [--poll 0.01] [--timeout 300]
 
 1. Logs in as the admin (POST /api/auth/login) and reads the current job gauges from /metrics.
 2. t0; POST /api/jobs {"type":"noop"} N times over CONNS keep-alive connections (selectors, one
-   request in flight per connection), each answer must be 202; t_enqueued.
+   request in flight per connection), each answer must be 202; t_enqueued. With --batch B > 1,
+   each request is a batch {"jobs": [{"type":"noop"}, ...]} of B jobs (the last one smaller).
 3. Polls GET /metrics until hearth_jobs_waiting + hearth_jobs_running (summed over the queues;
    the database's view, every process's jobs) is 0; t_done. This is the end of the measured
    interval: the client knows every job has left the queue. The poll interval starts at POLL s
@@ -65,15 +66,19 @@ def take_response(buf):
     return status, buf[start:start + n], buf[start + n:]
 
 
-ID_RE = re.compile(rb'^\{"id":(\d+),')
+ID_RE = re.compile(rb'\{"id":(\d+),"type":')
 
 
-def enqueue(host, port, token, n, conns, deadline):
-    """POST /api/jobs n times over `conns` connections; returns (ids, errors, first error texts)."""
-    body = b'{"type":"noop"}'
-    req = (b"POST /api/jobs HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\n"
-           b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-           % (host.encode(), port, token.encode(), len(body), body))
+def enqueue(host, port, token, jobs, batch, conns, deadline):
+    """POSTs `jobs` jobs to /api/jobs, `batch` a request, over `conns` connections; returns (ids,
+    errors, first error texts)."""
+    def request(k):
+        body = b'{"type":"noop"}' if batch == 1 else b'{"jobs":[%s]}' % b",".join([b'{"type":"noop"}'] * k)
+        return (b"POST /api/jobs HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                % (host.encode(), port, token.encode(), len(body), body))
+    n = (jobs + batch - 1) // batch
+    req, last = request(batch), request(jobs - (n - 1) * batch)
     sel = selectors.DefaultSelector()
     pool = []
     for _ in range(min(conns, n)):
@@ -87,7 +92,7 @@ def enqueue(host, port, token, n, conns, deadline):
     sent = done = 0
     for c in pool:  # one request in flight on every connection
         if sent < n:
-            c.sock.sendall(req)
+            c.sock.sendall(req if sent < n - 1 else last)
             c.inflight = True
             sent += 1
     while done < n:
@@ -109,16 +114,16 @@ def enqueue(host, port, token, n, conns, deadline):
                 status, rbody, c.buf = r
                 done += 1
                 c.inflight = False
-                m = ID_RE.match(rbody)
-                if status == 202 and m:
-                    ids.append(int(m.group(1)))
+                got = [int(m) for m in ID_RE.findall(rbody)] if status == 202 else []
+                if got and (batch == 1 or len(got) <= batch):
+                    ids.extend(got)
                 else:
                     errors += 1
                     if len(samples) < 3:
                         samples.append(f"HTTP {status} {rbody[:200]!r}")
                 if sent < n:
                     c.sock.setblocking(True)
-                    c.sock.sendall(req)
+                    c.sock.sendall(req if sent < n - 1 else last)
                     c.sock.setblocking(False)
                     c.inflight = True
                     sent += 1
@@ -161,6 +166,7 @@ def main():
     ap.add_argument("--password", required=True)
     ap.add_argument("--jobs", type=int, default=10000)
     ap.add_argument("--conns", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--poll", type=float, default=0.01)
     ap.add_argument("--timeout", type=float, default=300)
     a = ap.parse_args()
@@ -187,7 +193,7 @@ def main():
     deadline = time.monotonic() + a.timeout
     t0_wall = time.time()
     t0 = time.perf_counter()
-    ids, errors, samples = enqueue(host, port, token, a.jobs, a.conns, deadline)
+    ids, errors, samples = enqueue(host, port, token, a.jobs, max(1, a.batch), a.conns, deadline)
     t_enq = time.perf_counter()
     polls = 0
     while True:
@@ -237,10 +243,10 @@ def main():
     total = t_done - t0
     enq = t_enq - t0
     server_done = last_finish - t0_wall if last_finish else 0.0
-    print(f"RESULT jobs={a.jobs} conns={a.conns} enqueue_s={enq:.3f} total_s={total:.3f} "
+    print(f"RESULT jobs={a.jobs} conns={a.conns} batch={a.batch} enqueue_s={enq:.3f} total_s={total:.3f} "
           f"jobs_per_s={a.jobs / total:.1f} enqueue_per_s={a.jobs / enq:.1f} server_done_s={server_done:.3f} "
           f"succeeded={succeeded} missing={len(want)} dead={dead} errors={errors} bad={bad} polls={polls}")
-    sys.exit(0 if succeeded == a.jobs and errors == 0 and bad == 0 else 1)
+    sys.exit(0 if succeeded == a.jobs and len(ids) == a.jobs and errors == 0 and bad == 0 else 1)
 
 
 if __name__ == "__main__":

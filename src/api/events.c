@@ -103,30 +103,58 @@ static void sub_up(void *arg, bool again)
         server_close_streams();
 }
 
-static bool publish(int64_t id, const char *type, const char *channel, const char *data, int64_t at_us, int64_t owner)
+/* Publishes rows r[0..n) of the relay's query (id, channel, type, data, created_at, owner_id). With
+ * Redis, one script does every PUBLISH and XADD of the batch in one round trip (in order, all or
+ * none: a failed call publishes the batch again, and consumers drop what they saw by event id). */
+#define PUBLISH_SCRIPT                                                                              \
+    "for i = 2, #ARGV, 2 do"                                                                        \
+    " redis.call('PUBLISH', KEYS[1], ARGV[i])"                                                      \
+    " redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[i + 1]) end return 1"
+
+static bool publish(const store_rows_t *r, int n, arena_t *a)
 {
-    buf_t j;
-    buf_init(&j);
-    event_json(&j, id, type, channel, data, at_us);
-    bool ok = true;
+    int argc = 0;
+    const char **argv = arena_alloc(a, sizeof *argv * (size_t)(6 + 2 * n));
+    size_t *len = arena_alloc(a, sizeof *len * (size_t)(6 + 2 * n));
+#define ARG(s, l) (argv[argc] = (s), len[argc++] = (l))
     if (relay.redis) {
-        buf_t m;
-        buf_init(&m);
-        buf_printf(&m, "%lld\n", (long long)owner);
-        buf_append(&m, j.data, j.len);
-        redisReply *r = redis_cmd(relay.redis, "PUBLISH hearth:ev:%s %b", relay.space, m.data, m.len);
-        buf_free(&m);
-        ok = r != NULL;
-        if (r)
-            freeReplyObject(r);
-        if (ok && (r = redis_cmd(relay.redis, "XADD hearth:events:%s MAXLEN ~ %d * event %b", relay.space, STREAM_MAXLEN,
-                                 j.data, j.len)))
-            freeReplyObject(r);
-    } else {
-        server_publish(channel, id, type, j.data, j.len, owner);
+        const char *chan = arena_printf(a, "hearth:ev:%s", relay.space), *stream = arena_printf(a, "hearth:events:%s", relay.space),
+                   *max = arena_printf(a, "%d", STREAM_MAXLEN);
+        ARG("EVAL", 4);
+        ARG(PUBLISH_SCRIPT, strlen(PUBLISH_SCRIPT));
+        ARG("2", 1);
+        ARG(chan, strlen(chan));
+        ARG(stream, strlen(stream));
+        ARG(max, strlen(max));
     }
+    buf_t j, m;
+    buf_init(&j);
+    buf_init(&m);
+    for (int i = 0; i < n; i++) {
+        int64_t id = strtoll(store_cell(r, i, 0), NULL, 10);
+        const char *channel = store_cell(r, i, 1), *type = store_cell(r, i, 2), *owner = store_cell(r, i, 5);
+        int64_t owner_id = owner ? strtoll(owner, NULL, 10) : 0;
+        buf_reset(&j);
+        event_json(&j, id, type, channel, store_cell(r, i, 3), strtoll(store_cell(r, i, 4), NULL, 10));
+        if (!relay.redis) {
+            server_publish(channel, id, type, j.data, j.len, owner_id);
+            continue;
+        }
+        buf_reset(&m);
+        buf_printf(&m, "%lld\n", (long long)owner_id);
+        buf_append(&m, j.data, j.len);
+        ARG(arena_strndup(a, m.data, m.len), m.len);
+        ARG(arena_strndup(a, j.data, j.len), j.len);
+    }
+#undef ARG
     buf_free(&j);
-    return ok;
+    buf_free(&m);
+    if (!relay.redis)
+        return true;
+    redisReply *rep = redis_cmd_argv(relay.redis, argc, argv, len);
+    if (rep)
+        freeReplyObject(rep);
+    return rep != NULL;
 }
 
 static bool is_postgres(store_conn_t *c) { return strcmp(c->store->ops->name, "postgres") == 0; }
@@ -166,15 +194,7 @@ static int relay_batch(void)
                           : "SELECT id, channel, type, data, created_at, owner_id FROM outbox_events WHERE published_at IS NULL"
                             " ORDER BY id LIMIT 100",
                       0, NULL, &a, &r, &e)) {
-        int published = 0;
-        for (; published < r.nrows; published++) {
-            const char *id = store_cell(&r, published, 0);
-            const char *owner = store_cell(&r, published, 5);
-            if (!publish(strtoll(id, NULL, 10), store_cell(&r, published, 2), store_cell(&r, published, 1),
-                         store_cell(&r, published, 3), strtoll(store_cell(&r, published, 4), NULL, 10),
-                         owner ? strtoll(owner, NULL, 10) : 0))
-                break;
-        }
+        int published = r.nrows > 0 && publish(&r, r.nrows, &a) ? r.nrows : 0;
         bool ok = true;
         if (published > 0) { /* exactly the rows published (not a range: a row may commit in between) */
             const char *v[RELAY_BATCH + 1];

@@ -3,6 +3,7 @@
  * (in `serve` or a `hearth worker`), and GET /api/jobs/{id} follows it. Admins list, enqueue,
  * retry and cancel jobs. A job is visible to its creator and to admins. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../base/util.h"
@@ -209,21 +210,98 @@ void jobs_list(http_request_t *req, http_response_t *res)
     jw_obj_end(&w);
 }
 
-/* POST /api/jobs: {"type", "payload", "queue", "priority", "max_attempts", "delay_ms"}; any
- * registered type (admins only). Idempotency-Key names the job once. */
-/* A job and its audit entry (POST /api/jobs), in a transaction shared with other enqueues. */
+/* POST /api/jobs: one job {"type", "payload", "queue", "priority", "max_attempts", "delay_ms"} of any
+ * registered type, or a batch {"jobs": [{...}, ...]} of up to JOBS_BATCH_MAX in one transaction
+ * (admins only). Idempotency-Key names the job once (in a batch: the batch, each job by its index). */
+#define JOBS_BATCH_MAX 1000
+
+/* Reads one job's fields from `o` into `spec`; a field's error names it within `at` ("" or "jobs[3]"). */
+static void read_spec(json_t *o, const char *at, arena_t *a, job_spec_t *spec, err_t *e)
+{
+    char f[64];
+#define FIELD(name) (snprintf(f, sizeof f, "%s%s%s", at, *at ? "." : "", name), f)
+    if (!json_is_object(o)) {
+        if (*at)
+            err_field(e, at, "must be an object");
+        else
+            err_set(e, ERR_BAD_REQUEST, "the body must be a JSON object");
+        return;
+    }
+    json_t *type = json_object_get(o, "type"), *payload = json_object_get(o, "payload"),
+           *queue = json_object_get(o, "queue"), *prio = json_object_get(o, "priority"),
+           *max = json_object_get(o, "max_attempts"), *delay = json_object_get(o, "delay_ms");
+    if (!json_is_string(type) || !worker_has_handler(json_string_value(type)))
+        err_field(e, FIELD("type"), "must be a registered job type");
+    else
+        spec->type = arena_strdup(a, json_string_value(type));
+    if (payload && !json_is_object(payload))
+        err_field(e, FIELD("payload"), "must be an object");
+    else if (payload) {
+        char *text = json_dumps(payload, JSON_COMPACT);
+        spec->payload = text ? arena_strdup(a, text) : "{}";
+        free(text);
+    }
+    if (queue && (!json_is_string(queue) || !queue_name_valid(json_string_value(queue))))
+        err_field(e, FIELD("queue"), "must be high, default or low");
+    else if (queue)
+        spec->queue = arena_strdup(a, json_string_value(queue));
+    if (prio && (!json_is_integer(prio) || json_integer_value(prio) < -1000 || json_integer_value(prio) > 1000))
+        err_field(e, FIELD("priority"), "must be an integer from -1000 to 1000");
+    else if (prio)
+        spec->priority = (int)json_integer_value(prio);
+    if (max && (!json_is_integer(max) || json_integer_value(max) < 1 || json_integer_value(max) > 100))
+        err_field(e, FIELD("max_attempts"), "must be an integer from 1 to 100");
+    else if (max)
+        spec->max_attempts = (int)json_integer_value(max);
+    if (delay && (!json_is_integer(delay) || json_integer_value(delay) < 0 || json_integer_value(delay) > 86400000))
+        err_field(e, FIELD("delay_ms"), "must be an integer from 0 to 86400000");
+    else if (delay)
+        spec->run_at = time_now_us() + json_integer_value(delay) * 1000;
+#undef FIELD
+}
+
+/* Jobs and their audit entry (one for the request), in a transaction; a single job's shared with
+ * other enqueues (store.h: store_tx_group). */
 typedef struct create_arg {
-    const job_spec_t *spec;
-    const store_audit_t *audit;
+    job_spec_t *specs;
+    int n;
+    bool batch;
+    store_audit_t *audit;
     arena_t *arena;
-    job_t job;
-    bool existed;
+    job_t *jobs;
+    bool *existed;
+    bool all_existed; /* every job was there already (the same Idempotency-Key again) */
 } create_arg_t;
 
 static bool do_create(store_conn_t *c, void *p, err_t *e)
 {
     create_arg_t *a = p;
-    return queue_enqueue(c, a->spec, a->arena, &a->job, &a->existed, e) && (a->existed || account_audit(c, a->audit, e));
+    if (!queue_enqueue_many(c, a->specs, a->n, a->arena, a->jobs, a->existed, e))
+        return false;
+    a->all_existed = true;
+    for (int i = 0; i < a->n; i++)
+        a->all_existed &= a->existed[i];
+    if (a->all_existed)
+        return true;
+    if (a->batch) { /* the batch's ids in the entry's detail */
+        jw_t w;
+        buf_t d;
+        buf_init(&d);
+        jw_init(&w, &d);
+        jw_obj_begin(&w);
+        jw_kint(&w, "count", a->n);
+        jw_key(&w, "ids");
+        jw_arr_begin(&w);
+        for (int i = 0; i < a->n; i++)
+            jw_int(&w, a->jobs[i].id);
+        jw_arr_end(&w);
+        jw_obj_end(&w);
+        a->audit->detail = arena_strndup(a->arena, d.data, d.len);
+        buf_free(&d);
+    } else {
+        a->audit->resource_ref = &a->jobs[0].id;
+    }
+    return account_audit(c, a->audit, e);
 }
 
 void jobs_create(http_request_t *req, http_response_t *res)
@@ -235,59 +313,56 @@ void jobs_create(http_request_t *req, http_response_t *res)
     err_t e;
     err_clear(&e);
     json_t *body = http_json_body(req, &e);
-    job_spec_t spec = {.created_by = actor.user.id};
-    if (body && !json_is_object(body))
-        err_set(&e, ERR_BAD_REQUEST, "the body must be a JSON object");
-    if (body && e.code == ERR_NONE) {
-        json_t *type = json_object_get(body, "type"), *payload = json_object_get(body, "payload"),
-               *queue = json_object_get(body, "queue"), *prio = json_object_get(body, "priority"),
-               *max = json_object_get(body, "max_attempts"), *delay = json_object_get(body, "delay_ms");
-        if (!json_is_string(type) || !worker_has_handler(json_string_value(type)))
-            err_field(&e, "type", "must be a registered job type");
-        else
-            spec.type = arena_strdup(req->arena, json_string_value(type));
-        if (payload && !json_is_object(payload))
-            err_field(&e, "payload", "must be an object");
-        else if (payload) {
-            char *text = json_dumps(payload, JSON_COMPACT);
-            spec.payload = text ? arena_strdup(req->arena, text) : "{}";
-            free(text);
-        }
-        if (queue && (!json_is_string(queue) || !queue_name_valid(json_string_value(queue))))
-            err_field(&e, "queue", "must be high, default or low");
-        else if (queue)
-            spec.queue = arena_strdup(req->arena, json_string_value(queue));
-        if (prio && (!json_is_integer(prio) || json_integer_value(prio) < -1000 || json_integer_value(prio) > 1000))
-            err_field(&e, "priority", "must be an integer from -1000 to 1000");
-        else if (prio)
-            spec.priority = (int)json_integer_value(prio);
-        if (max && (!json_is_integer(max) || json_integer_value(max) < 1 || json_integer_value(max) > 100))
-            err_field(&e, "max_attempts", "must be an integer from 1 to 100");
-        else if (max)
-            spec.max_attempts = (int)json_integer_value(max);
-        if (delay && (!json_is_integer(delay) || json_integer_value(delay) < 0 || json_integer_value(delay) > 86400000))
-            err_field(&e, "delay_ms", "must be an integer from 0 to 86400000");
-        else if (delay)
-            spec.run_at = time_now_us() + json_integer_value(delay) * 1000;
+    json_t *list = json_is_object(body) ? json_object_get(body, "jobs") : NULL;
+    bool batch = list != NULL;
+    int n = 1;
+    if (batch && (!json_is_array(list) || json_array_size(list) < 1 || json_array_size(list) > JOBS_BATCH_MAX))
+        err_field(&e, "jobs", "must be an array of 1 to %d jobs", JOBS_BATCH_MAX);
+    else if (batch)
+        n = (int)json_array_size(list);
+    job_spec_t *specs = arena_alloc(req->arena, sizeof *specs * (size_t)n);
+    for (int i = 0; i < n && body && e.code != ERR_BAD_REQUEST && (!batch || json_is_array(list)); i++) {
+        specs[i] = (job_spec_t){.created_by = actor.user.id};
+        read_spec(batch ? json_array_get(list, (size_t)i) : body, batch ? arena_printf(req->arena, "jobs[%d]", i) : "",
+                  req->arena, &specs[i], &e);
     }
     json_decref(body);
     const char *key = http_header(req, "Idempotency-Key");
     if (e.code == ERR_NONE && key && (strlen(key) == 0 || strlen(key) > 200))
         err_field(&e, "Idempotency-Key", "must be 1 to 200 characters");
-    spec.idempotency_key = key && e.code == ERR_NONE ? arena_printf(req->arena, "api:%s", key) : NULL;
-    store_audit_t audit = auth_audit_entry(req, &actor, "job.create", "job", NULL);
-    create_arg_t a = {.spec = &spec, .audit = &audit, .arena = req->arena};
-    audit.resource_ref = &a.job.id;
-    /* group commit: enqueues arriving together share one transaction (store.h) */
-    bool ok = e.code == ERR_NONE && store_tx_group(c->store, c, do_create, &a, &e);
+    for (int i = 0; i < n && e.code == ERR_NONE && key; i++)
+        specs[i].idempotency_key = batch ? arena_printf(req->arena, "api:%s#%d", key, i)
+                                         : arena_printf(req->arena, "api:%s", key);
+    store_audit_t audit = auth_audit_entry(req, &actor, batch ? "job.create_batch" : "job.create", "job", NULL);
+    job_t *jobs = arena_alloc(req->arena, sizeof *jobs * (size_t)n);
+    bool *existed = arena_alloc(req->arena, sizeof *existed * (size_t)n);
+    create_arg_t a = {.specs = specs, .n = n, .batch = batch, .audit = &audit, .arena = req->arena, .jobs = jobs,
+                      .existed = existed};
+    bool ok = e.code == ERR_NONE;
+    if (ok && batch) /* its own transaction: a batch is work enough for one commit */
+        ok = c->store->ops->begin(c, &e) && store_finish(c, do_create(c, &a, &e), &e);
+    else if (ok) /* group commit: single enqueues arriving together share one transaction (store.h) */
+        ok = store_tx_group(c->store, c, do_create, &a, &e);
     app_store_done(c);
     if (!ok) {
         http_res_error(req, res, &e);
         return;
     }
     worker_wake();
-    write_job(res, a.existed ? 200 : 202, &a.job);
-    http_res_header(res, "Location", "/api/jobs/%lld", (long long)a.job.id);
+    if (!batch) {
+        write_job(res, a.all_existed ? 200 : 202, &jobs[0]);
+        http_res_header(res, "Location", "/api/jobs/%lld", (long long)jobs[0].id);
+        return;
+    }
+    jw_t w;
+    http_res_json(res, a.all_existed ? 200 : 202, &w);
+    jw_obj_begin(&w);
+    jw_key(&w, "items");
+    jw_arr_begin(&w);
+    for (int i = 0; i < n; i++)
+        job_write_json(&w, &jobs[i]);
+    jw_arr_end(&w);
+    jw_obj_end(&w);
 }
 
 static void admin_transition(http_request_t *req, http_response_t *res,

@@ -60,6 +60,7 @@ static void job_read(const store_rows_t *r, int row, job_t *j)
 static bool is_postgres(store_conn_t *c) { return strcmp(c->store->ops->name, "postgres") == 0; }
 
 static bool job_event(store_conn_t *c, const job_t *j, const char *type, arena_t *a, err_t *e);
+static bool job_events(store_conn_t *c, const job_t *jobs, int n, const char *type, arena_t *a, err_t *e);
 
 /* Tells the workers of other processes (PostgreSQL: delivered when the transaction commits). */
 static bool wake_others(store_conn_t *c, err_t *e)
@@ -128,50 +129,148 @@ bool queue_enqueue(store_conn_t *c, const job_spec_t *s, arena_t *a, job_t *out,
     return job_event(c, out, "job_queued", a, e) && wake_others(c, e);
 }
 
-bool queue_claim(store_conn_t *c, const char *const *queues, int nqueues, const char *holder, int lease_ms,
-                 arena_t *a, job_t *out, bool *got, err_t *e)
+static int by_id(const void *pa, const void *pb)
 {
-    *got = false;
+    const job_t *a = pa, *b = pb;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+bool queue_enqueue_many(store_conn_t *c, const job_spec_t *specs, int n, arena_t *a, job_t *out, bool *existed,
+                        err_t *e)
+{
+    bool keyed = false;
+    for (int i = 0; i < n; i++) {
+        existed[i] = false;
+        keyed |= specs[i].idempotency_key != NULL;
+        if (!queue_name_valid(specs[i].queue ? specs[i].queue : "default"))
+            return err_set(e, ERR_VALIDATION, "queue must be one of high, default, low");
+    }
+    if (keyed || n == 1) { /* each key looked up first */
+        for (int i = 0; i < n; i++)
+            if (!queue_enqueue(c, &specs[i], a, &out[i], &existed[i], e))
+                return false;
+        return true;
+    }
+    int64_t now = time_now_us();
+    const char *at = store_num(a, now);
+    buf_t sql;
+    buf_init(&sql);
+    bool ok = true;
+    for (int done = 0; ok && done < n;) {
+        int rows = store_batch_rows(n - done);
+        const char **v = arena_alloc(a, sizeof *v * 10 * (size_t)rows);
+        for (int i = 0; i < rows; i++) {
+            const job_spec_t *s = &specs[done + i];
+            const char *queue = s->queue ? s->queue : "default";
+            const char **r = &v[10 * i];
+            r[0] = s->type;
+            r[1] = queue;
+            r[2] = store_num(a, queue_rank(queue));
+            r[3] = store_num(a, s->priority);
+            r[4] = s->payload ? s->payload : "{}";
+            r[5] = store_num(a, s->max_attempts > 0 ? s->max_attempts : 5);
+            r[6] = s->run_at ? store_num(a, s->run_at) : at;
+            r[7] = s->created_by ? store_num(a, s->created_by) : NULL;
+            r[8] = at;
+            r[9] = at;
+        }
+        buf_reset(&sql);
+        buf_puts(&sql, "INSERT INTO jobs (type, queue, queue_rank, priority, status, payload, max_attempts, run_at,"
+                       " created_by, created_at, updated_at) VALUES ");
+        store_sql_rows(&sql,
+                       "(?, ?, CAST(? AS INTEGER), CAST(? AS INTEGER), 'queued', ?, CAST(? AS INTEGER),"
+                       " CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT))",
+                       rows, 1);
+        buf_puts(&sql, " RETURNING " JOB_COLUMNS);
+        store_rows_t r;
+        ok = store_query(c, buf_cstr(&sql), 10 * rows, v, a, &r, e);
+        if (ok && r.nrows != rows)
+            ok = err_set(e, ERR_INTERNAL, "inserted %d jobs, expected %d", r.nrows, rows);
+        for (int i = 0; ok && i < rows; i++)
+            job_read(&r, i, &out[done + i]);
+        /* one statement numbers its rows in VALUES order; RETURNING promises no order */
+        if (ok)
+            qsort(&out[done], (size_t)rows, sizeof *out, by_id);
+        done += rows;
+    }
+    buf_free(&sql);
+    return ok && job_events(c, out, n, "job_queued", a, e) && wake_others(c, e);
+}
+
+/* Claim order: high before default before low, then priority (higher first), run_at, id. */
+static int claim_order(const void *pa, const void *pb)
+{
+    const job_t *a = pa, *b = pb;
+    int ra = queue_rank(a->queue), rb = queue_rank(b->queue);
+    if (ra != rb)
+        return ra < rb ? -1 : 1;
+    if (a->priority != b->priority)
+        return a->priority > b->priority ? -1 : 1;
+    if (a->run_at != b->run_at)
+        return a->run_at < b->run_at ? -1 : 1;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+bool queue_claim_many(store_conn_t *c, const char *const *queues, int nqueues, const char *holder, int lease_ms,
+                      int max, arena_t *a, job_t *out, int *got, err_t *e)
+{
+    *got = 0;
     int64_t now = time_now_us();
     if (!queues || nqueues <= 0) { /* every queue */
         queues = queue_names;
         nqueues = QUEUE_NAMES;
     }
+    if (max < 1)
+        max = 1;
     const char *v[] = {holder,
                        store_num(a, now + (int64_t)lease_ms * 1000),
                        store_num(a, now),
                        nqueues > 0 ? queues[0] : "",
                        nqueues > 1 ? queues[1] : "",
-                       nqueues > 2 ? queues[2] : ""};
-    /* one statement: pick the first runnable job and take its lease. The walk follows jobs_claim
-     * (live jobs in claim order) and stops at the first runnable one; SQLite is told to, as
-     * without statistics it may pick another index and sort every live job to take one */
-    const char *sql = is_postgres(c)
-                          ? "UPDATE jobs SET status = 'running', lease_holder = $1, lease_expires_at = CAST($2 AS BIGINT),"
-                            " attempts = attempts + 1, started_at = COALESCE(started_at, CAST($3 AS BIGINT)),"
-                            " updated_at = CAST($3 AS BIGINT) WHERE id = (SELECT id FROM jobs"
-                            " WHERE status IN ('queued', 'failed', 'running') AND queue IN ($4, $5, $6)"
-                            " AND ((status <> 'running' AND run_at <= CAST($3 AS BIGINT))"
-                            " OR (status = 'running' AND lease_expires_at < CAST($3 AS BIGINT)))"
-                            " ORDER BY queue_rank, priority DESC, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
-                            " RETURNING " JOB_COLUMNS
-                          : "UPDATE jobs SET status = 'running', lease_holder = $1, lease_expires_at = CAST($2 AS BIGINT),"
-                            " attempts = attempts + 1, started_at = COALESCE(started_at, CAST($3 AS BIGINT)),"
-                            " updated_at = CAST($3 AS BIGINT) WHERE id = (SELECT id FROM jobs INDEXED BY jobs_claim"
-                            " WHERE status IN ('queued', 'failed', 'running') AND queue IN ($4, $5, $6)"
-                            " AND ((status <> 'running' AND run_at <= CAST($3 AS BIGINT))"
-                            " OR (status = 'running' AND lease_expires_at < CAST($3 AS BIGINT)))"
-                            " ORDER BY queue_rank, priority DESC, run_at, id LIMIT 1)"
-                            " RETURNING " JOB_COLUMNS;
+                       nqueues > 2 ? queues[2] : "",
+                       store_num(a, max)};
+    /* one statement: pick the first runnable jobs and take their leases. The walk follows
+     * jobs_claim (live jobs in claim order) and stops after `max` runnable ones; SQLite is told to,
+     * as without statistics it may pick another index and sort every live job to take a few */
+#define CLAIM_SET                                                                                              \
+    "UPDATE jobs SET status = 'running', lease_holder = $1, lease_expires_at = CAST($2 AS BIGINT),"            \
+    " attempts = attempts + 1, started_at = COALESCE(started_at, CAST($3 AS BIGINT)),"                         \
+    " updated_at = CAST($3 AS BIGINT) WHERE id IN (SELECT id FROM jobs "
+#define CLAIM_WHERE                                                                                            \
+    " WHERE status IN ('queued', 'failed', 'running') AND queue IN ($4, $5, $6)"                               \
+    " AND ((status <> 'running' AND run_at <= CAST($3 AS BIGINT))"                                             \
+    " OR (status = 'running' AND lease_expires_at < CAST($3 AS BIGINT)))"                                      \
+    " ORDER BY queue_rank, priority DESC, run_at, id LIMIT CAST($7 AS INTEGER)"
+    const char *sql = is_postgres(c) ? CLAIM_SET CLAIM_WHERE " FOR UPDATE SKIP LOCKED) RETURNING " JOB_COLUMNS
+                                     : CLAIM_SET "INDEXED BY jobs_claim" CLAIM_WHERE ") RETURNING " JOB_COLUMNS;
+#undef CLAIM_SET
+#undef CLAIM_WHERE
+    /* PostgreSQL plans with statistics that a queue outruns: taken when few jobs waited, they make
+     * a bitmap scan and a sort of every waiting job look cheaper than walking jobs_claim in order,
+     * and each claim then reads the whole queue. Without sorts the walk is the only plan. */
     store_rows_t r;
-    if (!store_query(c, sql, 6, v, a, &r, e))
+    if (is_postgres(c) && !store_query(c, "SET LOCAL enable_sort = off", 0, NULL, a, &r, e))
         return false;
-    if (r.nrows == 1) {
-        job_read(&r, 0, out);
-        *got = true;
-        return job_event(c, out, "job_started", a, e);
-    }
-    return true;
+    if (!store_query(c, sql, 7, v, a, &r, e))
+        return false;
+    store_rows_t reset;
+    if (is_postgres(c) && !store_query(c, "SET LOCAL enable_sort TO DEFAULT", 0, NULL, a, &reset, e))
+        return false;
+    int n = r.nrows < max ? r.nrows : max;
+    for (int i = 0; i < n; i++)
+        job_read(&r, i, &out[i]);
+    qsort(out, (size_t)n, sizeof *out, claim_order); /* RETURNING promises no order */
+    *got = n;
+    return job_events(c, out, n, "job_started", a, e);
+}
+
+bool queue_claim(store_conn_t *c, const char *const *queues, int nqueues, const char *holder, int lease_ms,
+                 arena_t *a, job_t *out, bool *got, err_t *e)
+{
+    int n = 0;
+    bool ok = queue_claim_many(c, queues, nqueues, holder, lease_ms, 1, a, out, &n, e);
+    *got = n == 1;
+    return ok;
 }
 
 bool queue_next_due(store_conn_t *c, const char *const *queues, int nqueues, arena_t *a, int64_t *at, err_t *e)
@@ -187,31 +286,41 @@ bool queue_next_due(store_conn_t *c, const char *const *queues, int nqueues, are
     return true;
 }
 
-/* The outbox event of a job's change of state, on channel job:ID for its creator (and admins). */
-static bool job_event(store_conn_t *c, const job_t *j, const char *type, arena_t *a, err_t *e)
+/* The outbox events of jobs' changes of state, each on channel job:ID for its creator (and admins). */
+static bool job_events(store_conn_t *c, const job_t *jobs, int n, const char *type, arena_t *a, err_t *e)
 {
-    jw_t w;
+    store_event_t *evs = arena_alloc(a, sizeof *evs * (size_t)(n > 0 ? n : 1));
     buf_t d;
     buf_init(&d);
-    jw_init(&w, &d);
-    jw_obj_begin(&w);
-    jw_kint(&w, "id", j->id);
-    jw_kstr(&w, "type", j->type);
-    jw_kstr(&w, "status", j->status);
-    jw_kint(&w, "attempts", j->attempts);
-    jw_kint(&w, "progress", j->progress);
-    jw_kstr(&w, "message", j->message);
-    jw_kstr(&w, "error", j->error);
-    jw_key(&w, "result");
-    if (j->result)
-        jw_raw(&w, j->result, strlen(j->result));
-    else
-        jw_null(&w);
-    jw_obj_end(&w);
-    store_event_t ev = {.channel = arena_printf(a, "job:%lld", (long long)j->id), .type = type,
-                        .data = arena_strndup(a, d.data, d.len), .owner_id = j->created_by};
+    for (int i = 0; i < n; i++) {
+        const job_t *j = &jobs[i];
+        jw_t w;
+        buf_reset(&d);
+        jw_init(&w, &d);
+        jw_obj_begin(&w);
+        jw_kint(&w, "id", j->id);
+        jw_kstr(&w, "type", j->type);
+        jw_kstr(&w, "status", j->status);
+        jw_kint(&w, "attempts", j->attempts);
+        jw_kint(&w, "progress", j->progress);
+        jw_kstr(&w, "message", j->message);
+        jw_kstr(&w, "error", j->error);
+        jw_key(&w, "result");
+        if (j->result)
+            jw_raw(&w, j->result, strlen(j->result));
+        else
+            jw_null(&w);
+        jw_obj_end(&w);
+        evs[i] = (store_event_t){.channel = arena_printf(a, "job:%lld", (long long)j->id), .type = type,
+                                 .data = arena_strndup(a, d.data, d.len), .owner_id = j->created_by};
+    }
     buf_free(&d);
-    return store_event_write(c, &ev, e);
+    return store_events_write(c, evs, n, e);
+}
+
+static bool job_event(store_conn_t *c, const job_t *j, const char *type, arena_t *a, err_t *e)
+{
+    return job_events(c, j, 1, type, a, e);
 }
 
 /* Runs an UPDATE ... RETURNING JOB_COLUMNS of a job held by `holder` and announces the change as
@@ -271,6 +380,50 @@ bool queue_succeed(store_conn_t *c, int64_t id, const char *holder, const char *
                           " WHERE id = CAST($1 AS BIGINT) AND status = 'running' AND lease_holder = $2 RETURNING " JOB_COLUMNS,
                           4, v, &a, "job_complete", e);
     arena_free(&a);
+    return ok;
+}
+
+bool queue_succeed_many(store_conn_t *c, const char *holder, const int64_t *ids, const char *const *results, int n,
+                        arena_t *a, bool *recorded, err_t *e)
+{
+    const char *now = store_num(a, time_now_us());
+    buf_t sql;
+    buf_init(&sql);
+    bool ok = true;
+    for (int i = 0; i < n; i++)
+        recorded[i] = false;
+    for (int done = 0; ok && done < n;) {
+        int rows = store_batch_rows(n - done);
+        const char **v = arena_alloc(a, sizeof *v * (2 + 2 * (size_t)rows));
+        v[0] = holder;
+        v[1] = now;
+        for (int i = 0; i < rows; i++) {
+            v[2 + 2 * i] = store_num(a, ids[done + i]);
+            v[3 + 2 * i] = results[done + i];
+        }
+        buf_reset(&sql);
+        buf_puts(&sql, "UPDATE jobs SET status = 'succeeded', result = v.column2, progress = 100, error = NULL,"
+                       " lease_holder = NULL, lease_expires_at = NULL, finished_at = CAST($2 AS BIGINT),"
+                       " updated_at = CAST($2 AS BIGINT) FROM (VALUES ");
+        store_sql_rows(&sql, "(CAST(? AS BIGINT), ?)", rows, 3);
+        buf_puts(&sql, ") AS v WHERE jobs.id = v.column1 AND jobs.status = 'running' AND jobs.lease_holder = $1"
+                       " RETURNING " JOB_COLUMNS);
+        store_rows_t r;
+        ok = store_query(c, buf_cstr(&sql), 2 + 2 * rows, v, a, &r, e);
+        if (ok) {
+            job_t *jobs = arena_alloc(a, sizeof *jobs * (size_t)(r.nrows > 0 ? r.nrows : 1));
+            for (int i = 0; i < r.nrows; i++) {
+                job_read(&r, i, &jobs[i]);
+                for (int k = done; k < done + rows; k++)
+                    if (ids[k] == jobs[i].id)
+                        recorded[k] = true;
+            }
+            qsort(jobs, (size_t)r.nrows, sizeof *jobs, by_id);
+            ok = job_events(c, jobs, r.nrows, "job_complete", a, e);
+        }
+        done += rows;
+    }
+    buf_free(&sql);
     return ok;
 }
 
@@ -359,14 +512,35 @@ bool queue_retry(store_conn_t *c, int64_t id, arena_t *a, job_t *out, err_t *e)
 
 bool queue_list(store_conn_t *c, const job_query_t *jq, arena_t *a, job_page_t *out, err_t *e)
 {
-    const char *v[] = {jq->status, jq->type, jq->created_by ? store_num(a, jq->created_by) : NULL,
-                       jq->before_id ? store_num(a, jq->before_id) : NULL, store_num(a, jq->limit + 1)};
+    /* only the filters given, so that the plan can use them (an "x IS NULL OR" filter cannot
+     * bound an index scan, and every page would walk the newest jobs again) */
+    const char *v[5];
+    int n = 0;
+    buf_t sql;
+    buf_init(&sql);
+    buf_puts(&sql, "SELECT " JOB_COLUMNS " FROM jobs WHERE 1 = 1");
+    if (jq->status) {
+        v[n++] = jq->status;
+        buf_printf(&sql, " AND status = $%d", n);
+    }
+    if (jq->type) {
+        v[n++] = jq->type;
+        buf_printf(&sql, " AND type = $%d", n);
+    }
+    if (jq->created_by) {
+        v[n++] = store_num(a, jq->created_by);
+        buf_printf(&sql, " AND created_by = CAST($%d AS BIGINT)", n);
+    }
+    if (jq->before_id) {
+        v[n++] = store_num(a, jq->before_id);
+        buf_printf(&sql, " AND id < CAST($%d AS BIGINT)", n);
+    }
+    v[n++] = store_num(a, jq->limit + 1);
+    buf_printf(&sql, " ORDER BY id DESC LIMIT CAST($%d AS BIGINT)", n);
     store_rows_t r;
-    if (!store_query(c,
-           "SELECT " JOB_COLUMNS " FROM jobs WHERE (CAST($1 AS TEXT) IS NULL OR status = $1)"
-           " AND (CAST($2 AS TEXT) IS NULL OR type = $2) AND (CAST($3 AS BIGINT) IS NULL OR created_by = CAST($3 AS BIGINT))"
-           " AND (CAST($4 AS BIGINT) IS NULL OR id < CAST($4 AS BIGINT)) ORDER BY id DESC LIMIT CAST($5 AS BIGINT)",
-           5, v, a, &r, e))
+    bool ok = store_query(c, buf_cstr(&sql), n, v, a, &r, e);
+    buf_free(&sql);
+    if (!ok)
         return false;
     out->more = r.nrows > jq->limit;
     out->n = out->more ? jq->limit : r.nrows;

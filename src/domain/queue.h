@@ -43,6 +43,10 @@ bool queue_name_valid(const char *q);
 /* In the caller's transaction (begin/end on `c`). With an idempotency key already used, *out is
  * that job and *existed true (nothing new is queued). */
 bool queue_enqueue(store_conn_t *c, const job_spec_t *spec, arena_t *a, job_t *out, bool *existed, err_t *e);
+/* The same for specs[0..n) into out[0..n) and existed[0..n); without idempotency keys in
+ * multi-row statements. */
+bool queue_enqueue_many(store_conn_t *c, const job_spec_t *specs, int n, arena_t *a, job_t *out, bool *existed,
+                        err_t *e);
 bool queue_get(store_conn_t *c, int64_t id, arena_t *a, job_t *out, err_t *e);
 /* The job made with this idempotency key; *found false when there is none. */
 bool queue_by_key(store_conn_t *c, const char *key, arena_t *a, job_t *out, bool *found, err_t *e);
@@ -51,6 +55,9 @@ bool queue_by_key(store_conn_t *c, const char *key, arena_t *a, job_t *out, bool
  * there is none. */
 bool queue_claim(store_conn_t *c, const char *const *queues, int nqueues, const char *holder, int lease_ms,
                  arena_t *a, job_t *out, bool *got, err_t *e);
+/* The same for up to `max` jobs at once, into out[0..*got), in claim order. */
+bool queue_claim_many(store_conn_t *c, const char *const *queues, int nqueues, const char *holder, int lease_ms,
+                      int max, arena_t *a, job_t *out, int *got, err_t *e);
 /* When the next job of `queues` becomes runnable without anyone enqueueing (a delayed job, a
  * retry, an expired lease): unix microseconds, 0 when nothing is waiting for a time. */
 bool queue_next_due(store_conn_t *c, const char *const *queues, int nqueues, arena_t *a, int64_t *at, err_t *e);
@@ -64,6 +71,10 @@ bool queue_progress(store_conn_t *c, int64_t id, const char *holder, int pct, co
  * after a backoff (full jitter, base 1 s doubling, at most 1 h) or, past max_attempts or when
  * `permanent`, dead. ERR_CONFLICT when the lease was lost meanwhile (the result is not kept). */
 bool queue_succeed(store_conn_t *c, int64_t id, const char *holder, const char *result, err_t *e);
+/* The same for jobs ids[0..n) with results[0..n), in multi-row statements; recorded[i] false where
+ * the holder had lost job i's lease (nothing changed for it). */
+bool queue_succeed_many(store_conn_t *c, const char *holder, const int64_t *ids, const char *const *results, int n,
+                        arena_t *a, bool *recorded, err_t *e);
 bool queue_fail(store_conn_t *c, const job_t *job, const char *holder, const char *error, bool permanent,
                 int64_t *retry_at, err_t *e);
 /* Gives a claimed job back unfinished (shutdown): queued again at once, the attempt not counted. */

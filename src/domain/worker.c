@@ -164,86 +164,126 @@ typedef struct claim_arg {
     worker_pool_t *pool;
     const char *holder;
     arena_t *arena;
-    job_t *job;
-    bool got;
+    job_t *jobs; /* room for `max` */
+    int max, got;
 } claim_arg_t;
 
 static bool do_claim(store_conn_t *c, void *p, err_t *e)
 {
     claim_arg_t *a = p;
-    return queue_claim(c, a->pool->cfg.queues, a->pool->nqueues, a->holder, a->pool->cfg.lease_ms, a->arena, a->job,
-                       &a->got, e);
+    return queue_claim_many(c, a->pool->cfg.queues, a->pool->nqueues, a->holder, a->pool->cfg.lease_ms, a->max,
+                            a->arena, a->jobs, &a->got, e);
 }
 
-typedef struct finish_arg {
+/* A job run and not yet recorded. */
+typedef struct outcome {
     const job_t *job;
-    const char *holder;
     job_outcome_t outcome;
     const char *result, *error;
     int64_t retry_at;
-    claim_arg_t *next; /* non-NULL: claim the runner's next job in the same transaction */
+    bool lost; /* its lease was gone when recorded (cancelled, or taken over) */
+} outcome_t;
+
+typedef struct finish_arg {
+    outcome_t *o;
+    int n;
+    const char *holder;
+    claim_arg_t *next; /* non-NULL: claim the runner's next jobs in the same transaction */
 } finish_arg_t;
 
 static bool do_finish(store_conn_t *c, void *p, err_t *e)
 {
     finish_arg_t *f = p;
-    bool ok;
-    switch (f->outcome) {
-    case JOB_DONE:
-        ok = queue_succeed(c, f->job->id, f->holder, f->result, e);
-        break;
-    case JOB_RELEASE:
-        ok = queue_release(c, f->job->id, f->holder, e);
-        break;
-    default:
-        ok = queue_fail(c, f->job, f->holder, f->error, f->outcome == JOB_FAIL, &f->retry_at, e);
-        break;
+    arena_t a;
+    arena_init(&a);
+    int64_t *ids = arena_alloc(&a, sizeof *ids * (size_t)(f->n + 1));
+    const char **results = arena_alloc(&a, sizeof *results * (size_t)(f->n + 1));
+    bool *recorded = arena_alloc(&a, sizeof *recorded * (size_t)(f->n + 1));
+    int nd = 0;
+    bool ok = true;
+    for (int i = 0; ok && i < f->n; i++) {
+        outcome_t *o = &f->o[i];
+        o->lost = false;
+        if (o->outcome == JOB_DONE) { /* together, below */
+            ids[nd] = o->job->id;
+            results[nd++] = o->result;
+            continue;
+        }
+        ok = o->outcome == JOB_RELEASE
+                 ? queue_release(c, o->job->id, f->holder, e)
+                 : queue_fail(c, o->job, f->holder, o->error, o->outcome == JOB_FAIL, &o->retry_at, e);
+        /* a lost lease changed no row (queue.h): the others' outcomes still count */
+        o->lost = !ok && e->code == ERR_CONFLICT;
+        if (o->lost) {
+            err_clear(e);
+            ok = true;
+        }
     }
+    ok = ok && (nd == 0 || queue_succeed_many(c, f->holder, ids, results, nd, &a, recorded, e));
+    for (int i = 0, k = 0; ok && i < f->n; i++)
+        if (f->o[i].outcome == JOB_DONE)
+            f->o[i].lost = !recorded[k++];
+    arena_free(&a);
     return ok && (!f->next || do_claim(c, f->next, e));
 }
 
-/* Records a job's outcome, and with `next` claims the runner's next job in the same transaction:
- * one commit a job while there is work. A commit that fails is tried again (a busy or restarting
- * database), the last tries without the claim. */
-static void finish_job(worker_pool_t *w, finish_arg_t *f, claim_arg_t *next)
+static void count_outcome(const outcome_t *o)
 {
-    const job_t *job = f->job;
+    const job_t *job = o->job;
+    if (o->lost) {
+        atomic_fetch_add(&n_lost, 1);
+        log_warn("job %lld (%s): its lease was lost before its outcome was recorded", (long long)job->id, job->type);
+    } else if (o->outcome == JOB_DONE) {
+        atomic_fetch_add(&n_succeeded, 1);
+    } else if (o->outcome == JOB_RELEASE) {
+        atomic_fetch_add(&n_released, 1);
+    } else if (o->retry_at) {
+        atomic_fetch_add(&n_retried, 1);
+        log_info("job %lld (%s): attempt %d failed (%s); retry in %.1f s", (long long)job->id, job->type,
+                 job->attempts, o->error, (double)(o->retry_at - time_now_us()) / 1e6);
+    } else {
+        atomic_fetch_add(&n_dead, 1);
+        log_warn("job %lld (%s): dead after %d attempt(s): %s", (long long)job->id, job->type, job->attempts, o->error);
+    }
+}
+
+/* Records the outcomes o[0..n), and with `next` claims the runner's next jobs in the same
+ * transaction: one commit a batch while there is work, shared with the other runners' (store.h:
+ * store_tx_group). A commit that fails is tried again (a busy or restarting database), the last
+ * tries without the claim. */
+static void finish_jobs(worker_pool_t *w, const char *holder, outcome_t *o, int n, claim_arg_t *next)
+{
+    finish_arg_t f = {.o = o, .n = n, .holder = holder};
     err_t e;
     err_clear(&e);
     bool ok = false;
     for (int attempt = 0; attempt < 3 && !ok; attempt++) {
         err_clear(&e);
-        f->next = attempt == 0 ? next : NULL;
+        f.next = attempt == 0 ? next : NULL;
         if (next)
-            next->got = false;
+            next->got = 0;
         store_conn_t *c = w->store->ops->acquire(w->store, ACQUIRE_MS, &e);
-        ok = c && store_tx_group(w->store, c, do_finish, f, &e); /* with the other runners' (store.h) */
+        ok = c && store_tx_group(w->store, c, do_finish, &f, &e);
         if (c)
             w->store->ops->release(w->store, c);
-        if (!ok && e.code != ERR_UNAVAILABLE && !f->next)
+        if (!ok && e.code != ERR_UNAVAILABLE && !f.next)
             break;
         if (!ok && e.code == ERR_UNAVAILABLE)
             usleep(200000);
     }
-    if (!ok) {
-        atomic_fetch_add(&n_lost, 1);
-        log_warn("job %lld (%s): could not record its outcome: %s", (long long)job->id, job->type, e.message);
-    } else if (f->outcome == JOB_DONE) {
-        atomic_fetch_add(&n_succeeded, 1);
-    } else if (f->outcome == JOB_RELEASE) {
-        atomic_fetch_add(&n_released, 1);
-    } else if (f->retry_at) {
-        atomic_fetch_add(&n_retried, 1);
-        log_info("job %lld (%s): attempt %d failed (%s); retry in %.1f s", (long long)job->id, job->type,
-                 job->attempts, f->error, (double)(f->retry_at - time_now_us()) / 1e6);
-    } else {
-        atomic_fetch_add(&n_dead, 1);
-        log_warn("job %lld (%s): dead after %d attempt(s): %s", (long long)job->id, job->type, job->attempts, f->error);
+    for (int i = 0; i < n; i++) {
+        if (ok) {
+            count_outcome(&o[i]);
+        } else {
+            atomic_fetch_add(&n_lost, 1);
+            log_warn("job %lld (%s): could not record its outcome: %s", (long long)o[i].job->id, o[i].job->type,
+                     e.message);
+        }
     }
 }
 
-/* Runs a claimed job and records its outcome; with `next`, claims the runner's next job with it. */
-static void run_job(worker_pool_t *w, slot_t *slot, const job_t *job, claim_arg_t *next)
+/* Runs a claimed job; its outcome, with result and error copied into `arena`, goes to *o. */
+static void run_job(worker_pool_t *w, slot_t *slot, const job_t *job, arena_t *arena, outcome_t *o)
 {
     job_ctx_t ctx = {.pool = w, .slot = slot, .job = job};
     buf_t result;
@@ -263,15 +303,15 @@ static void run_job(worker_pool_t *w, slot_t *slot, const job_t *job, claim_arg_
         slot->job_id = job->id;
         pthread_mutex_unlock(&w->mu);
         outcome = fn(&ctx, job, &result, error, sizeof error);
+        pthread_mutex_lock(&w->mu);
+        slot->job_id = 0;
+        pthread_mutex_unlock(&w->mu);
     }
     if (outcome == JOB_RETRY && !error[0])
         snprintf(error, sizeof error, "failed");
-    finish_arg_t f = {.job = job, .holder = slot->holder, .outcome = outcome,
-                      .result = outcome == JOB_DONE && result.len ? buf_cstr(&result) : NULL, .error = error};
-    finish_job(w, &f, atomic_load(&w->stopping) ? NULL : next);
-    pthread_mutex_lock(&w->mu);
-    slot->job_id = next && next->got ? next->job->id : 0;
-    pthread_mutex_unlock(&w->mu);
+    *o = (outcome_t){.job = job, .outcome = outcome,
+                     .result = outcome == JOB_DONE && result.len ? arena_strndup(arena, result.data, result.len) : NULL,
+                     .error = arena_strdup(arena, error)};
     buf_free(&result);
 }
 
@@ -322,48 +362,6 @@ static void wait_for_work(worker_pool_t *w, uint64_t seen, arena_t *arena)
     pthread_mutex_unlock(&wake_mu);
 }
 
-/* A runner: claims a job (lazily durable: a lost claim is claimed again), runs it, and records its
- * outcome together with the claim of the next one. Two arenas: the job being run lives in one
- * while the next is claimed into the other. */
-static void *runner_main(void *arg)
-{
-    slot_t *slot = arg;
-    worker_pool_t *w = slot->pool;
-    arena_t arenas[2];
-    arena_init(&arenas[0]);
-    arena_init(&arenas[1]);
-    job_t jobs[2];
-    int cur = 0;
-    bool have = false; /* jobs[cur] is claimed and not yet run */
-    while (!atomic_load(&w->stopping) || have) {
-        if (!have) {
-            pthread_mutex_lock(&wake_mu);
-            uint64_t seen = wake_seq;
-            pthread_mutex_unlock(&wake_mu);
-            arena_reset(&arenas[cur]);
-            claim_arg_t a = {.pool = w, .holder = slot->holder, .arena = &arenas[cur], .job = &jobs[cur]};
-            err_t e;
-            err_clear(&e);
-            if (!in_tx(w->store, true, do_claim, &a, &e))
-                log_warn("worker: claiming a job failed: %s", e.message);
-            if (!a.got) {
-                wait_for_work(w, seen, &arenas[cur]);
-                continue;
-            }
-            have = true;
-        }
-        int nxt = cur ^ 1;
-        arena_reset(&arenas[nxt]);
-        claim_arg_t next = {.pool = w, .holder = slot->holder, .arena = &arenas[nxt], .job = &jobs[nxt]};
-        run_job(w, slot, &jobs[cur], &next);
-        have = next.got;
-        cur = nxt;
-    }
-    arena_free(&arenas[0]);
-    arena_free(&arenas[1]);
-    return NULL;
-}
-
 typedef struct heartbeat_arg {
     int64_t id;
     const char *holder;
@@ -374,6 +372,102 @@ static bool do_heartbeat(store_conn_t *c, void *p, err_t *e)
 {
     heartbeat_arg_t *h = p;
     return queue_heartbeat(c, h->id, h->holder, h->lease_ms, e);
+}
+
+/* A runner: claims jobs (lazily durable: a lost claim is claimed again), runs them, and records
+ * their outcomes together with the claim of its next jobs. While jobs are quick it takes them in
+ * growing batches (up to BATCH_MAX), one transaction a batch; a slow job drops it back to one at a
+ * time, outcomes waiting longer than FLUSH_US are recorded before the next job starts, and once
+ * a batch has run for SLOW_US the jobs it has not started go back to the queue. A claimed job
+ * whose lease is half gone before it starts has it extended first. Two arenas: the
+ * batch being run lives in one while the next is claimed into the other. */
+#define BATCH_MAX 128
+#define QUICK_US 2000  /* a full batch whose jobs took less than this each: the next is twice as big */
+#define FLUSH_US 20000
+#define SLOW_US 100000 /* a batch running longer than this gives back the jobs it has not started */
+
+static bool extend_lease(worker_pool_t *w, slot_t *slot, job_t *job)
+{
+    if (time_now_us() < job->lease_expires_at - (int64_t)w->cfg.lease_ms * 500)
+        return true;
+    err_t e;
+    err_clear(&e);
+    heartbeat_arg_t h = {job->id, slot->holder, w->cfg.lease_ms};
+    if (in_tx(w->store, true, do_heartbeat, &h, &e))
+        return true;
+    if (e.code == ERR_CONFLICT) {
+        atomic_fetch_add(&n_lost, 1);
+        log_warn("job %lld (%s): its lease was lost before it started", (long long)job->id, job->type);
+        return false;
+    }
+    return true; /* the database busy: run it; recording the outcome will tell */
+}
+
+static void *runner_main(void *arg)
+{
+    slot_t *slot = arg;
+    worker_pool_t *w = slot->pool;
+    arena_t arenas[2];
+    arena_init(&arenas[0]);
+    arena_init(&arenas[1]);
+    job_t *jobs[2] = {calloc(BATCH_MAX, sizeof(job_t)), calloc(BATCH_MAX, sizeof(job_t))};
+    outcome_t out[BATCH_MAX];
+    int cur = 0, have = 0, want = 1; /* jobs[cur][0..have) are claimed and not yet run */
+    while (!atomic_load(&w->stopping) || have) {
+        if (!have) {
+            pthread_mutex_lock(&wake_mu);
+            uint64_t seen = wake_seq;
+            pthread_mutex_unlock(&wake_mu);
+            arena_reset(&arenas[cur]);
+            claim_arg_t a = {.pool = w, .holder = slot->holder, .arena = &arenas[cur], .jobs = jobs[cur], .max = want};
+            err_t e;
+            err_clear(&e);
+            if (!in_tx(w->store, true, do_claim, &a, &e))
+                log_warn("worker: claiming a job failed: %s", e.message);
+            if (!a.got) {
+                wait_for_work(w, seen, &arenas[cur]);
+                continue;
+            }
+            have = a.got;
+        }
+        int64_t start = time_now_us(), flushed = start;
+        int n = 0;
+        for (int i = 0; i < have; i++) {
+            job_t *job = &jobs[cur][i];
+            /* shutting down, or the batch turned slow: the jobs not started go back to the queue,
+             * for other runners to take rather than wait behind this one */
+            if (atomic_load(&w->stopping) || (i > 0 && time_now_us() - start > SLOW_US)) {
+                out[n++] = (outcome_t){.job = job, .outcome = JOB_RELEASE};
+                continue;
+            }
+            if (!extend_lease(w, slot, job))
+                continue;
+            run_job(w, slot, job, &arenas[cur], &out[n++]);
+            if (i + 1 < have && time_now_us() - flushed > FLUSH_US) {
+                finish_jobs(w, slot->holder, out, n, NULL);
+                n = 0;
+                flushed = time_now_us();
+            }
+        }
+        if (have == want && (time_now_us() - start) / have < QUICK_US)
+            want = want * 2 > BATCH_MAX ? BATCH_MAX : want * 2;
+        else if (have == want)
+            want = 1;
+        int nxt = cur ^ 1;
+        arena_reset(&arenas[nxt]);
+        claim_arg_t next = {.pool = w, .holder = slot->holder, .arena = &arenas[nxt], .jobs = jobs[nxt], .max = want};
+        have = 0;
+        if (n > 0) {
+            finish_jobs(w, slot->holder, out, n, atomic_load(&w->stopping) ? NULL : &next);
+            have = next.got;
+        }
+        cur = nxt;
+    }
+    free(jobs[0]);
+    free(jobs[1]);
+    arena_free(&arenas[0]);
+    arena_free(&arenas[1]);
+    return NULL;
 }
 
 static void *heartbeat_main(void *arg)

@@ -3,7 +3,9 @@
  * `hearth worker` and, in process, by `hearth serve` (HEARTH_JOB_WORKERS).
  *
  * The one idea: a thread claims a job, runs it with no database connection held, and finishes it
- * in one short transaction that succeeds only while it still holds the lease. A heartbeat thread
+ * in one short transaction that succeeds only while it still holds the lease. While jobs are quick
+ * a thread claims them in growing batches and records a batch's outcomes in one transaction with
+ * the claim of its next batch (worker.c: runner_main). A heartbeat thread
  * extends the leases of running jobs every third of the lease; a process that dies stops
  * heartbeating and its jobs are taken over when their leases expire. Idle threads sleep on a
  * condition variable: an enqueue in this process wakes them at once (worker_wake); otherwise they

@@ -152,7 +152,16 @@ bool redis_available(redis_pool_t *p) { return !atomic_load(&p->down); }
 /* Runs the command on a pooled connection. A pooled connection may have died while idle (Redis
  * restarted, its idle timeout, a NAT): an I/O error on a reused connection is retried once on a
  * fresh one before Redis is declared unavailable. */
-static redisReply *command(redis_pool_t *p, bool bypass_breaker, const char *fmt, va_list ap)
+/* A command as a format and its arguments, or as an argument vector. */
+typedef struct call {
+    const char *fmt;
+    va_list *ap;
+    int argc;
+    const char **argv;
+    const size_t *argvlen;
+} call_t;
+
+static redisReply *command(redis_pool_t *p, bool bypass_breaker, const call_t *cl)
 {
     uint64_t until = atomic_load(&p->down_until);
     if (!bypass_breaker && until && time_mono_ns() < until)
@@ -165,10 +174,14 @@ static redisReply *command(redis_pool_t *p, bool bypass_breaker, const char *fmt
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!c && !(c = connect_one(p)))
             return NULL;
-        va_list aq;
-        va_copy(aq, ap);
-        r = redisvCommand(c, fmt, aq);
-        va_end(aq);
+        if (cl->fmt) {
+            va_list aq;
+            va_copy(aq, *cl->ap);
+            r = redisvCommand(c, cl->fmt, aq);
+            va_end(aq);
+        } else {
+            r = redisCommandArgv(c, cl->argc, cl->argv, cl->argvlen);
+        }
         if (r && !c->err)
             break;
         char why[128];
@@ -215,16 +228,21 @@ redisReply *redis_cmd(redis_pool_t *p, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = command(p, false, fmt, ap);
+    redisReply *r = command(p, false, &(call_t){.fmt = fmt, .ap = &ap});
     va_end(ap);
     return r;
+}
+
+redisReply *redis_cmd_argv(redis_pool_t *p, int argc, const char **argv, const size_t *argvlen)
+{
+    return command(p, false, &(call_t){.argc = argc, .argv = argv, .argvlen = argvlen});
 }
 
 static redisReply *probe(redis_pool_t *p, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = command(p, true, fmt, ap);
+    redisReply *r = command(p, true, &(call_t){.fmt = fmt, .ap = &ap});
     va_end(ap);
     return r;
 }

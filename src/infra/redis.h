@@ -23,6 +23,8 @@ void redis_close(redis_pool_t *p);
 void redis_keyspace(const char *database_url, char *out);
 /* Runs one command; NULL when Redis is unavailable or answered an error. Free with freeReplyObject. */
 redisReply *redis_cmd(redis_pool_t *p, const char *fmt, ...);
+/* The same with the command as an argument vector (argvlen: each argument's length). */
+redisReply *redis_cmd_argv(redis_pool_t *p, int argc, const char **argv, const size_t *argvlen);
 /* Round trip of a PING, in ms; false when unavailable. */
 bool redis_ping(redis_pool_t *p, double *ms, err_t *e);
 bool redis_available(redis_pool_t *p);

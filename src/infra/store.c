@@ -32,31 +32,68 @@ int64_t store_cell_i64(const store_rows_t *r, int row, int col)
     return s ? strtoll(s, NULL, 10) : 0;
 }
 
-bool store_event_write(store_conn_t *c, const store_event_t *ev, err_t *e)
+int store_batch_rows(int left)
 {
-    char channel[160], data[64], owner[24], at[24];
-    const char *ch = ev->channel, *d = ev->data ? ev->data : "{}";
-    if (ev->ref) {
-        snprintf(channel, sizeof channel, "%s%lld", ev->channel, (long long)*ev->ref);
-        snprintf(data, sizeof data, "{\"id\":%lld}", (long long)*ev->ref);
-        ch = channel;
-        if (!ev->data)
-            d = data;
+    int n = STORE_BATCH_MAX;
+    while (n > left && n > 1)
+        n /= 2;
+    return n;
+}
+
+void store_sql_rows(buf_t *sql, const char *tmpl, int rows, int first)
+{
+    for (int r = 0; r < rows; r++) {
+        if (r)
+            buf_putc(sql, ',');
+        for (const char *p = tmpl; *p; p++) {
+            if (*p == '?')
+                buf_printf(sql, "$%d", first++);
+            else
+                buf_putc(sql, *p);
+        }
     }
-    snprintf(owner, sizeof owner, "%lld", (long long)ev->owner_id);
-    snprintf(at, sizeof at, "%lld", (long long)time_now_us());
-    const char *vals[] = {ch, ev->type, d, ev->owner_id ? owner : NULL, at};
+}
+
+bool store_events_write(store_conn_t *c, const store_event_t *evs, int n, err_t *e)
+{
     arena_t scratch;
     arena_init(&scratch);
-    store_rows_t rows;
-    bool ok = c->store->ops->query(c,
-                                   "INSERT INTO outbox_events (channel, type, data, owner_id, created_at)"
-                                   " VALUES ($1, $2, $3, CAST($4 AS BIGINT), CAST($5 AS BIGINT))",
-                                   5, vals, &scratch, &rows, e) &&
-              (!c->store->ops->notify || c->store->ops->notify(c, STORE_OUTBOX_CHANNEL, e));
+    buf_t sql;
+    buf_init(&sql);
+    const char *at = store_num(&scratch, time_now_us());
+    bool ok = true;
+    for (int done = 0; ok && done < n;) {
+        int rows = store_batch_rows(n - done);
+        const char **vals = arena_alloc(&scratch, sizeof *vals * 5 * (size_t)rows);
+        for (int i = 0; i < rows; i++) {
+            const store_event_t *ev = &evs[done + i];
+            const char *ch = ev->channel, *d = ev->data ? ev->data : "{}";
+            if (ev->ref) {
+                ch = arena_printf(&scratch, "%s%lld", ev->channel, (long long)*ev->ref);
+                if (!ev->data)
+                    d = arena_printf(&scratch, "{\"id\":%lld}", (long long)*ev->ref);
+            }
+            const char **v = &vals[5 * i];
+            v[0] = ch;
+            v[1] = ev->type;
+            v[2] = d;
+            v[3] = ev->owner_id ? store_num(&scratch, ev->owner_id) : NULL;
+            v[4] = at;
+        }
+        buf_reset(&sql);
+        buf_puts(&sql, "INSERT INTO outbox_events (channel, type, data, owner_id, created_at) VALUES ");
+        store_sql_rows(&sql, "(?, ?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT))", rows, 1);
+        store_rows_t r;
+        ok = c->store->ops->query(c, buf_cstr(&sql), 5 * rows, vals, &scratch, &r, e);
+        done += rows;
+    }
+    ok = ok && (n == 0 || !c->store->ops->notify || c->store->ops->notify(c, STORE_OUTBOX_CHANNEL, e));
+    buf_free(&sql);
     arena_free(&scratch);
     return ok;
 }
+
+bool store_event_write(store_conn_t *c, const store_event_t *ev, err_t *e) { return store_events_write(c, ev, 1, e); }
 
 bool store_tx_extras_write(store_conn_t *c, err_t *e)
 {

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "../base/arena.h"
+#include "../base/buf.h"
 #include "../base/config.h"
 #include "../base/error.h"
 #include "../domain/property.h"
@@ -127,6 +128,16 @@ struct store_conn {
 bool store_tx_extras_write(store_conn_t *c, err_t *e);
 /* Writes one outbox event in the caller's transaction (and NOTIFYs the relays on PostgreSQL). */
 bool store_event_write(store_conn_t *c, const store_event_t *ev, err_t *e);
+/* The same for evs[0..n), in that order, with multi-row statements. */
+bool store_events_write(store_conn_t *c, const store_event_t *evs, int n, err_t *e);
+
+/* Multi-row statements. A batch of n rows is written STORE_BATCH_MAX or fewer at a time, in
+ * chunks of store_batch_rows(rows left): powers of two, so that a statement kind has few distinct
+ * texts (SQLite keeps prepared statements by their text). store_sql_rows appends `rows` copies
+ * of `tmpl`, comma separated, its '?'s numbered $first, $first+1, ... */
+#define STORE_BATCH_MAX 64
+int store_batch_rows(int left);
+void store_sql_rows(buf_t *sql, const char *tmpl, int rows, int first);
 
 /* Ends the transaction begun on `c`: commits when `ok` (false with `e` set when the commit fails),
  * otherwise rolls back and returns false, keeping in `e` the error that made `ok` false. */

@@ -162,6 +162,54 @@ class JobsTest(JobsBase):
 
 
 
+class BatchTest(JobsBase):
+    """POST /api/jobs {"jobs": [...]}: one transaction for the whole batch."""
+
+    def test_a_batch_is_queued_in_order_and_runs_once(self):
+        specs = [{"type": "test.record", "priority": i % 3, "queue": "high" if i % 5 == 0 else "default"}
+                 for i in range(60)]
+        r = self.request("POST", "/api/jobs", body={"jobs": specs})
+        self.assertEqual(r.status, 202, r)
+        items = r.json["items"]
+        self.assertEqual(len(items), 60)
+        ids = [j["id"] for j in items]
+        self.assertEqual(ids, sorted(ids))
+        for spec, j in zip(specs, items):
+            self.assertEqual((j["type"], j["status"], j["queue"], j["priority"]),
+                             (spec["type"], "queued", spec["queue"], spec["priority"]))
+        r = self.request("GET", "/api/audit?action=job.create_batch&limit=1", token=self.server.admin_token())
+        self.assertEqual(r.status, 200, r)
+        audit = r.json["items"]
+        self.assertEqual(audit[0]["detail"], {"count": 60, "ids": ids})
+        w = Worker(self.server, args=["--concurrency", "2"])
+        try:
+            for jid in ids:
+                self.wait_status(jid, ("succeeded",))
+        finally:
+            self.assertEqual(w.stop(), 0)
+        self.assertEqual(sorted(i for i in self.recorded() if i in set(ids)), ids, "each side effect once")
+
+    def test_a_bad_batch_changes_nothing(self):
+        queued = self.count("queued")
+        for body, field in (({"jobs": []}, "jobs"), ({"jobs": {"type": "noop"}}, "jobs"),
+                            ({"jobs": [{"type": "noop"}] * 1001}, "jobs"),
+                            ({"jobs": [{"type": "noop"}, {"type": "nope"}]}, "jobs[1].type"),
+                            ({"jobs": [{"type": "noop"}, {"type": "noop", "queue": "x"}]}, "jobs[1].queue"),
+                            ({"jobs": [{"type": "noop"}, 7]}, "jobs[1]")):
+            r = self.request("POST", "/api/jobs", body=body)
+            self.assert_error(r, 422, "validation_failed")
+            self.assertIn(field, [d["field"] for d in r.json["error"]["details"]], r.json)
+        self.assertEqual(self.count("queued"), queued)
+
+    def test_idempotency_key_names_a_batch(self):
+        key = uuid.uuid4().hex
+        body = {"jobs": [{"type": "noop"}, {"type": "noop"}, {"type": "noop"}]}
+        a = self.request("POST", "/api/jobs", body=body, headers={"Idempotency-Key": key})
+        b = self.request("POST", "/api/jobs", body=body, headers={"Idempotency-Key": key})
+        self.assertEqual((a.status, b.status), (202, 200))
+        self.assertEqual([j["id"] for j in a.json["items"]], [j["id"] for j in b.json["items"]])
+
+
 class PruneTest(JobsBase):
     ENV = dict(JobsBase.ENV, HEARTH_JOB_WORKERS="1")
 

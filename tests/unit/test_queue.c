@@ -1,7 +1,8 @@
 /* test_queue: the job queue and the outbox on a temporary SQLite store, below the HTTP layer:
  * an event written in a transaction that rolls back leaves nothing to publish; a job enqueued in a
  * rolled-back transaction never runs; a claim takes the lease exactly once, in queue order; a job
- * whose lease was lost cannot be finished by its old holder; failures back off and end dead; group
+ * whose lease was lost cannot be finished by its old holder; batches enqueue, claim and finish in
+ * order, a lost lease in a batch leaving the rest to succeed; failures back off and end dead; group
  * commit (store_tx_group) from many threads keeps every caller's outcome its own. */
 #include <pthread.h>
 #include <setjmp.h>
@@ -137,6 +138,64 @@ static void claims_follow_queue_order_and_leases(void **state)
     assert_true(queue_succeed(f->c, high.id, "w5", "{}", &e));
 }
 
+/* Batches: enqueued in order with their events; claimed in queue order, at most as many as asked;
+ * finished together, a job whose lease is gone left as it is while the others succeed. */
+static void batches_keep_order_and_leases(void **state)
+{
+    fixture_t *f = *state;
+    err_t e;
+    err_clear(&e);
+    enum { N = 100 };
+    job_spec_t specs[N];
+    job_t jobs[N], claimed[N];
+    bool existed[N];
+    for (int i = 0; i < N; i++)
+        specs[i] = (job_spec_t){.type = "noop", .queue = i % 10 == 3 ? "high" : "default", .priority = i % 7 == 0};
+    assert_true(queue_enqueue_many(f->c, specs, N, &f->a, jobs, existed, &e));
+    for (int i = 0; i < N; i++) {
+        assert_false(existed[i]);
+        assert_string_equal(jobs[i].queue, specs[i].queue);
+        if (i)
+            assert_true(jobs[i].id > jobs[i - 1].id); /* out[i] is specs[i]'s job */
+    }
+    assert_int_equal(count(f, "SELECT count(*) FROM outbox_events WHERE type = 'job_queued'"), N);
+    int got = 0;
+    assert_true(queue_claim_many(f->c, NULL, 0, "w1", 30000, 25, &f->a, claimed, &got, &e));
+    assert_int_equal(got, 25);
+    for (int i = 0; i < got; i++) { /* the 10 high first, then default by priority, then id */
+        assert_string_equal(claimed[i].status, "running");
+        assert_string_equal(claimed[i].queue, i < 10 ? "high" : "default");
+        if (i && strcmp(claimed[i].queue, claimed[i - 1].queue) == 0)
+            assert_true(claimed[i].priority < claimed[i - 1].priority ||
+                        (claimed[i].priority == claimed[i - 1].priority && claimed[i].id > claimed[i - 1].id));
+    }
+    assert_int_equal(count(f, "SELECT count(*) FROM outbox_events WHERE type = 'job_started'"), 25);
+    /* the lease of claimed[5] is taken over by w2; w1 then finishes all 25 */
+    assert_true(queue_heartbeat(f->c, claimed[5].id, "w1", -1000, &e));
+    job_t taken;
+    bool one;
+    assert_true(queue_claim(f->c, NULL, 0, "w2", 30000, &f->a, &taken, &one, &e));
+    assert_true(one);
+    assert_int_equal(taken.id, claimed[5].id);
+    int64_t ids[25];
+    const char *results[25];
+    bool recorded[25];
+    for (int i = 0; i < 25; i++) {
+        ids[i] = claimed[i].id;
+        results[i] = i % 2 ? "{\"n\":1}" : NULL;
+    }
+    assert_true(queue_succeed_many(f->c, "w1", ids, results, 25, &f->a, recorded, &e));
+    for (int i = 0; i < 25; i++)
+        assert_int_equal(recorded[i], i != 5);
+    assert_int_equal(count(f, "SELECT count(*) FROM jobs WHERE status = 'succeeded'"), 24);
+    assert_int_equal(count(f, "SELECT count(*) FROM jobs WHERE status = 'succeeded' AND result = '{\"n\":1}'"), 11); /* odd ones but 5 */
+    assert_int_equal(count(f, "SELECT count(*) FROM outbox_events WHERE type = 'job_complete'"), 24);
+    job_t j;
+    assert_true(queue_get(f->c, claimed[5].id, &f->a, &j, &e));
+    assert_string_equal(j.status, "running");
+    assert_string_equal(j.lease_holder, "w2");
+}
+
 static void failures_back_off_then_die(void **state)
 {
     fixture_t *f = *state;
@@ -249,6 +308,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(rolled_back_event_is_not_there, setup, teardown),
         cmocka_unit_test_setup_teardown(rolled_back_job_never_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(claims_follow_queue_order_and_leases, setup, teardown),
+        cmocka_unit_test_setup_teardown(batches_keep_order_and_leases, setup, teardown),
         cmocka_unit_test_setup_teardown(failures_back_off_then_die, setup, teardown),
         cmocka_unit_test_setup_teardown(group_commit_keeps_outcomes_apart, setup, teardown),
     };
