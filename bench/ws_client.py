@@ -331,7 +331,7 @@ def cmd_latency(a):
     pings = 0
     closed = None
     while time.monotonic() < deadline:
-        if enq["done"] and enq["ids"] and len(finished) + len(failed) >= len(enq["ids"]):
+        if enq["done"] and enq["ids"] and len((finished | failed) & set(enq["ids"])) >= len(enq["ids"]):
             break
         if enq["done"] and not enq["ids"]:
             break
@@ -461,6 +461,8 @@ def cmd_latency(a):
         late_msg = f"   no progress event later than {a.late_ms:g} ms"
     for v in (lat, ulat, tap_lat, hop_lat):
         v.sort()
+    mine = set(enq["ids"])  # jobs of others (a scheduled one) are not counted
+    finished, failed = finished & mine, failed & mine
     nk = sum(1 for _, k, _ in received if k is not None)
     log(f"   {len(enq['ids'])} jobs enqueued ({enq['errors']} enqueue errors), {len(finished)} finished, "
         f"{len(failed)} failed/cancelled, in {elapsed:.1f} s; {len(received)} events received "
