@@ -22,8 +22,8 @@ run: build
 	$(BUILD)/hearth serve --demo
 
 # The whole suite: every test on the embedded default (SQLite), the API tests again on PostgreSQL
-# (+ Redis) started by scripts/services.sh, both again under ASan + UBSan, and a short run of every
-# fuzzer.
+# (+ Redis) started by scripts/services.sh, with the object store's tests on its S3 server, both again
+# under ASan + UBSan, and a short run of every fuzzer.
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
 	$(MAKE) --no-print-directory test-postgres
@@ -32,7 +32,8 @@ test: build
 
 test-postgres: build
 	@scripts/with-services.sh sh -c 'cd $(BUILD) && HEARTH_TEST_PG="$$DATABASE_URL" HEARTH_TEST_REDIS="$$REDIS_URL" \
-	  ctest -L api --output-on-failure -j$(JOBS)'
+	  HEARTH_TEST_S3="$$S3_ENDPOINT" HEARTH_TEST_S3_BUCKET="$$S3_BUCKET" \
+	  ctest -R "^(api/|unit/test_objects)" --output-on-failure -j$(JOBS)'
 
 test-asan: deps
 	@cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DHEARTH_SANITIZE=ON -DHEARTH_WERROR=ON >/dev/null
@@ -40,8 +41,9 @@ test-asan: deps
 	cd $(ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j$(JOBS)
 	@scripts/with-services.sh sh -c 'cd $(ASAN) && HEARTH_TEST_PG="$$DATABASE_URL" HEARTH_TEST_REDIS="$$REDIS_URL" \
+	  HEARTH_TEST_S3="$$S3_ENDPOINT" HEARTH_TEST_S3_BUCKET="$$S3_BUCKET" \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest -L api --output-on-failure -j$(JOBS)'
+	  ctest -R "^(api/|unit/test_objects)" --output-on-failure -j$(JOBS)'
 
 # libFuzzer targets (clang); fuzz-smoke runs each for FUZZ_SECONDS over its seed corpus.
 fuzz: deps

@@ -9,7 +9,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BUILD_PKGS=(
   gcc make cmake pkg-config
   libuv1-dev node-llhttp libjansson-dev libsqlite3-dev libsodium-dev libjwt-dev libwslay-dev libssl-dev
-  libxgboost-dev
+  libxgboost-dev libvips-dev libcurl4-openssl-dev
 )
 TEST_PKGS=(
   libcmocka-dev python3 clang libclang-rt-14-dev curl
@@ -52,3 +52,16 @@ fi
 
 # pgvector: silent no-op when installed; on failure (e.g. no network) one warning line, never an error.
 "$here/pgvector.sh" || true
+
+# s3rver, the S3 server of scripts/services.sh, from npm at the version scripts/s3rver/package-lock.json
+# pins, when the machine has Node.js (its own npm: never apt-get's, which conflicts with NodeSource's).
+# Without node the S3 tests are skipped; a failure is one warning line, never an error.
+if command -v node >/dev/null && [[ ! -f $here/s3rver/node_modules/s3rver/bin/s3rver.js ]]; then
+  if ! command -v npm >/dev/null; then
+    echo "deps.sh: warning: node without npm; s3rver not installed (the S3 tests will be skipped)" >&2
+  else
+    echo "deps.sh: installing s3rver (npm ci in scripts/s3rver)"
+    npm ci --prefix "$here/s3rver" --no-audit --no-fund --loglevel=error >/dev/null 2>&1 \
+      || echo "deps.sh: warning: npm ci in scripts/s3rver failed; the S3 tests will be skipped" >&2
+  fi
+fi
