@@ -7,6 +7,7 @@
 #include "../base/util.h"
 #include "../net/metrics.h"
 #include "../net/ratelimit_mw.h"
+#include "../infra/modelclient.h"
 #include "../infra/redis.h"
 #include "../domain/worker.h"
 #include "../net/respcache.h"
@@ -39,7 +40,8 @@ void health_live(http_request_t *req, http_response_t *res)
 
 /* Readiness: the database must answer (503 otherwise: this instance cannot serve). Redis is
  * checked and reported, but an instance without it still serves every request, uncached, so its
- * absence makes the status "degraded", not unready. */
+ * absence makes the status "degraded", not unready. So does a model service whose breaker is open
+ * (features are computed in-process meanwhile). */
 void health_ready(http_request_t *req, http_response_t *res)
 {
     err_t e;
@@ -55,10 +57,12 @@ void health_ready(http_request_t *req, http_response_t *res)
     err_clear(&re);
     if (g_app.redis)
         redis_ok = redis_ping(g_app.redis, &redis_ms, &re);
+    const char *model = modelclient_state(g_model);
+    bool model_ok = strcmp(model, "open") != 0 && strcmp(model, "half_open") != 0;
     jw_t w;
     http_res_json(res, ok ? 200 : 503, &w);
     jw_obj_begin(&w);
-    jw_kstr(&w, "status", !ok ? "unavailable" : redis_ok ? "ok" : "degraded");
+    jw_kstr(&w, "status", !ok ? "unavailable" : redis_ok && model_ok ? "ok" : "degraded");
     jw_key(&w, "checks");
     jw_obj_begin(&w);
     jw_key(&w, "database");
@@ -83,6 +87,10 @@ void health_ready(http_request_t *req, http_response_t *res)
             jw_kstr(&w, "near_cache", near ? "live" : "off");
         jw_obj_end(&w);
     }
+    jw_key(&w, "model_service");
+    jw_obj_begin(&w);
+    jw_kstr(&w, "status", model);
+    jw_obj_end(&w);
     jw_obj_end(&w);
     jw_obj_end(&w);
     http_res_header(res, "Cache-Control", "no-store");
@@ -139,6 +147,7 @@ void metrics_get(http_request_t *req, http_response_t *res)
     metrics_render(&res->body);
     respcache_render_metrics(&res->body);
     ratelimit_mw_render_metrics(&res->body);
+    modelclient_render_metrics(g_model, &res->body);
     store_stats_t st;
     g_app.store->ops->stats(g_app.store, &st);
     buf_printf(&res->body,

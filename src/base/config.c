@@ -396,7 +396,9 @@ bool config_load(config_t *c, char *why, size_t n)
         !env_int("HEARTH_ARGON2_OPS", 2, 1, 10, &c->argon2_ops, why, n) ||
         !env_int("HEARTH_ARGON2_MEM_KB", 65536, 64, 1048576, &c->argon2_mem_kb, why, n) ||
         !env_int("HEARTH_JOB_WORKERS", 2, 0, 256, &c->job_workers, why, n) ||
-        !env_int("HEARTH_JOB_LEASE_MS", 30000, 300, 3600000, &c->job_lease_ms, why, n))
+        !env_int("HEARTH_JOB_LEASE_MS", 30000, 300, 3600000, &c->job_lease_ms, why, n) ||
+        !env_int("HEARTH_MODEL_TIMEOUT_MS", 2000, 50, 600000, &c->model_timeout_ms, why, n) ||
+        !env_int("HEARTH_MODEL_BREAKER_OPEN_MS", 30000, 100, 3600000, &c->model_breaker_open_ms, why, n))
         return false;
     return true;
 }

@@ -58,6 +58,8 @@ typedef struct config {
     int job_lease_ms; /* HEARTH_JOB_LEASE_MS */
     bool test_jobs;   /* HEARTH_TEST_JOBS=1: the test.* job types (tests only) */
     const char *schedules; /* HEARTH_SCHEDULES: recurring jobs (domain/schedule.h), checked by serve */
+    int model_timeout_ms;      /* HEARTH_MODEL_TIMEOUT_MS: one call to the model service, retries included */
+    int model_breaker_open_ms; /* HEARTH_MODEL_BREAKER_OPEN_MS: how long its breaker stays open */
 } config_t;
 
 extern config_t g_config;

@@ -48,7 +48,7 @@ void metrics_connections_add(int delta)
 
 void metrics_in_flight_add(int delta) { atomic_fetch_add_explicit(&in_flight, delta, memory_order_relaxed); }
 
-static const char *route_label(int r) { return r == METRICS_MAX_ROUTES ? "unmatched" : app_routes[r].pattern; }
+static const char *route_label(int r) { return r == METRICS_MAX_ROUTES ? "unmatched" : router_table()[r].pattern; }
 
 void metrics_render(buf_t *out)
 {

@@ -5,10 +5,16 @@
 #include <stdio.h>
 #include <string.h>
 
+static route_t *table = app_routes;
+
+void router_use(route_t *routes) { table = routes; }
+
+const route_t *router_table(void) { return table; }
+
 int router_count(void)
 {
     int n = 0;
-    while (app_routes[n].pattern)
+    while (table[n].pattern)
         n++;
     return n;
 }
@@ -51,7 +57,7 @@ route_match_t router_match(http_request_t *req, char *allow, size_t allowlen)
     http_method_t m = req->method == METHOD_HEAD ? METHOD_GET : req->method;
     bool any = false;
     bool methods[METHOD__COUNT] = {0};
-    for (route_t *r = app_routes; r->pattern; r++) {
+    for (route_t *r = table; r->pattern; r++) {
         if (!match(r->pattern, req->path, NULL))
             continue;
         any = true;
