@@ -124,6 +124,7 @@ if [[ "$WITH_REDIS" == 1 ]]; then
   svc_env="$("$ROOT/scripts/services.sh" start 2>"$BENCH_TMP/services.log")" \
     || { cat "$BENCH_TMP/services.log" >&2; die "scripts/services.sh start failed"; }
   eval "$svc_env"
+  unset S3_ENDPOINT S3_BUCKET S3_REGION S3_ACCESS_KEY_ID S3_SECRET_ACCESS_KEY  # objects stay on the filesystem
   SERVICES_DIR="$HEARTH_SERVICES_DIR"
   unset DATABASE_URL              # hearth stays on the SQLite listings; only the cache moves
   RURL="$REDIS_URL"

@@ -70,6 +70,7 @@ svc_env="$(HEARTH_PG_OPTS="-c fsync=on -c synchronous_commit=on -c full_page_wri
   "$ROOT/scripts/services.sh" start 2>"$BENCH_TMP/services.log")" \
   || { cat "$BENCH_TMP/services.log" >&2; die "scripts/services.sh start failed"; }
 eval "$svc_env"
+unset S3_ENDPOINT S3_BUCKET S3_REGION S3_ACCESS_KEY_ID S3_SECRET_ACCESS_KEY  # objects stay on the filesystem
 SERVICES_DIR="$HEARTH_SERVICES_DIR"
 PG_URL="$DATABASE_URL"
 CELERY_REDIS_URL="$REDIS_URL"

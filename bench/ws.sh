@@ -47,6 +47,7 @@ trap stop_all EXIT
 svc_env="$("$ROOT/scripts/services.sh" start 2>"$BENCH_TMP/services.log")" \
   || { cat "$BENCH_TMP/services.log" >&2; die "scripts/services.sh start failed"; }
 eval "$svc_env"
+unset S3_ENDPOINT S3_BUCKET S3_REGION S3_ACCESS_KEY_ID S3_SECRET_ACCESS_KEY  # objects stay on the filesystem
 SERVICES_DIR="$HEARTH_SERVICES_DIR"
 export DATABASE_URL REDIS_URL
 REDIS_HOSTPORT="${REDIS_URL#redis://}"; REDIS_HOSTPORT="${REDIS_HOSTPORT%%/*}"

@@ -17,6 +17,9 @@ static int usage(FILE *to)
                 "  train [--activate] [--rounds N] [--folds K] [--seed S]\n"
                 "                                        train the price model (a new version)\n"
                 "  model list | model activate VERSION  the price model's versions\n"
+                "  model-serve [--listen HOST:PORT]      serve image features over HTTP (MODEL_SERVICE_URL of\n"
+                "                                        serve and worker; default 127.0.0.1:8001)\n"
+                "  objects gc [--dry-run]                remove stored objects nothing refers to\n"
                 "  routes                                list the HTTP routes\n"
                 "  user create --email E --role buyer|agent|admin [--full-name N] [--password P]\n"
                 "                                        create an account (password on stdin without --password)\n"
@@ -46,6 +49,10 @@ int main(int argc, char **argv)
         return cmd_train(argc - 1, argv + 1);
     if (strcmp(cmd, "model") == 0)
         return cmd_model(argc - 1, argv + 1);
+    if (strcmp(cmd, "model-serve") == 0)
+        return cmd_model_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "objects") == 0)
+        return cmd_objects(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("hearth %s\n", HEARTH_VERSION);
         return 0;

@@ -58,9 +58,17 @@ void events_stream(http_request_t *req, http_response_t *res);
 void ws_upgrade(http_request_t *req, http_response_t *res);
 void ml_predict_price(http_request_t *req, http_response_t *res);     /* ml.c */
 void ml_model_info(http_request_t *req, http_response_t *res);        /* ml.c */
+void ml_extract_features(http_request_t *req, http_response_t *res);  /* model.c */
 void preferences_create(http_request_t *req, http_response_t *res);   /* recommendations.c */
 void recommendations_get(http_request_t *req, http_response_t *res);  /* recommendations.c */
 void recommendations_post(http_request_t *req, http_response_t *res); /* recommendations.c */
+void images_upload(http_request_t *req, http_response_t *res);        /* images.c */
+void images_list(http_request_t *req, http_response_t *res);          /* images.c */
+void images_get(http_request_t *req, http_response_t *res);           /* images.c */
+void images_content(http_request_t *req, http_response_t *res);       /* images.c */
+void images_similar(http_request_t *req, http_response_t *res);       /* images.c */
+void images_delete(http_request_t *req, http_response_t *res);        /* images.c */
+void images_search(http_request_t *req, http_response_t *res);        /* images.c */
 
 /* The outbox relay and, with Redis, the subscription that feeds this instance's event streams
  * (events.c); started by serve, stopped after the server. */

@@ -104,8 +104,9 @@ static void sub_up(void *arg, bool again)
 }
 
 /* Publishes rows r[0..n) of the relay's query (id, channel, type, data, created_at, owner_id). With
- * Redis, one script does every PUBLISH and XADD of the batch in one round trip (in order, all or
- * none: a failed call publishes the batch again, and consumers drop what they saw by event id). */
+ * Redis, one script does every PUBLISH and XADD of the batch in one round trip, in order. A
+ * script is not a transaction: when it fails part way, what it published stays published, the
+ * batch is published again, and consumers drop what they saw by event id. */
 #define PUBLISH_SCRIPT                                                                              \
     "for i = 2, #ARGV, 2 do"                                                                        \
     " redis.call('PUBLISH', KEYS[1], ARGV[i])"                                                      \

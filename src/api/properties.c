@@ -9,7 +9,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "../base/log.h"
 #include "../base/util.h"
+#include "../domain/images.h"
 #include "../net/respcache.h"
 #include "app.h"
 
@@ -466,8 +468,18 @@ void properties_delete(http_request_t *req, http_response_t *res)
     c->audit = &audit;
     store_event_t event = {.channel = "property:", .type = "property_deleted", .ref = &id};
     c->event = &event;
+    image_objects_t photos = {0};
+    ok = ok && image_listing_objects(c, id, req->arena, &photos, &e);
     if (ok)
         ok = g_app.store->ops->property_delete(c, id, expect, &e);
+    if (ok) { /* its photos went with it: their objects are released (or left to `objects gc`) */
+        err_t pe;
+        err_clear(&pe);
+        c->audit = NULL;
+        c->event = NULL;
+        if (!image_release_objects(c, &photos, &pe))
+            log_warn("listing %lld deleted, its photos' objects not released: %s", (long long)id, pe.message);
+    }
     app_store_done(c);
     if (ok || e.code == ERR_UNAVAILABLE)
         respcache_invalidate(); /* a lost connection may still have committed */

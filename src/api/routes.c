@@ -3,6 +3,7 @@
  * rate limit class (HEARTH_RATE_LIMITS): "read" for GET, "write" for the other methods, and later
  * classes such as "auth" for the routes that need a budget of their own; health and metrics are
  * marked ROUTE_NO_RATELIMIT and are never limited. */
+#include "../domain/images.h"
 #include "../net/router.h"
 #include "app.h"
 
@@ -39,8 +40,18 @@ route_t app_routes[] = {
     {METHOD_POST, "/api/preferences", preferences_create, 0, 29, "write"},
     {METHOD_GET, "/api/recommendations", recommendations_get, 0, 30, "read"},
     {METHOD_POST, "/api/recommendations", recommendations_post, 0, 31, "read"},
+    {METHOD_POST, "/api/ml/extract-features", ml_extract_features, 0, 32, "write"},
+    {METHOD_POST, "/api/properties/{id}/images", images_upload, ROUTE_UPLOAD, 33, "write"},
+    {METHOD_GET, "/api/properties/{id}/images", images_list, 0, 34, "read"},
+    {METHOD_GET, "/api/images/{id}", images_get, 0, 35, "read"},
+    {METHOD_GET, "/api/images/{id}/content", images_content, 0, 36, "read"},
+    {METHOD_GET, "/api/images/{id}/similar", images_similar, 0, 37, "read"},
+    {METHOD_DELETE, "/api/images/{id}", images_delete, 0, 38, "write"},
+    {METHOD_POST, "/api/search/images", images_search, ROUTE_UPLOAD, 39, "read"},
     {0, NULL, NULL, 0, 0, NULL},
 };
+
+int64_t app_upload_max = IMAGE_MAX_BYTES; /* a listing photo, or a query photo */
 
 bool (*app_precheck)(http_request_t *req, http_response_t *res) = auth_precheck;
 bool (*app_worker_check)(http_request_t *req, http_response_t *res) = auth_session_check;

@@ -23,6 +23,10 @@ int cmd_worker(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 /* hearth model list | hearth model activate VERSION */
 int cmd_model(int argc, char **argv);
+/* hearth model-serve [--listen ADDR]: the model service (image features over HTTP) */
+int cmd_model_serve(int argc, char **argv);
+/* hearth objects gc [--dry-run]: remove the objects nothing refers to */
+int cmd_objects(int argc, char **argv);
 
 /* Shared start-up: load the configuration (flags already applied by the caller come after) and set
  * up logging; prints the one-line reason and returns false on a bad value. */

@@ -9,10 +9,12 @@
 #include "../base/log.h"
 #include "../base/util.h"
 #include "../domain/import.h"
+#include "../domain/images.h"
 #include "../domain/jobs.h"
 #include "../domain/pricing.h"
 #include "../domain/schedule.h"
 #include "../infra/cache.h"
+#include "../infra/modelclient.h"
 #include "../infra/redis.h"
 #include "../net/ratelimit_mw.h"
 #include "../net/respcache.h"
@@ -175,7 +177,15 @@ int cmd_serve(int argc, char **argv)
     g_app.store = s;
     g_app.started_at_us = time_now_us();
     jobs_register(cfg->data_dir, cfg->test_jobs, listings_changed);
+    if (!images_setup(cfg, s, listings_changed, &e)) {
+        fprintf(stderr, "hearth: %s\n", e.message);
+        return 1;
+    }
     pricing_open(cfg->data_dir, &e);
+    err_t me;
+    err_clear(&me);
+    if (!(g_model = modelclient_open(cfg, &me))) /* no client: features are computed in-process */
+        log_warn("model: %s; features are computed in-process", me.message);
     if (demo && !pricing_ready())
         demo_train(s);
     worker_pool_t *jobs = NULL;
@@ -193,10 +203,13 @@ int cmd_serve(int argc, char **argv)
     int64_t left_ms = stop_deadline_us ? (stop_deadline_us - time_now_us()) / 1000 : cfg->shutdown_timeout_ms;
     worker_stop(jobs, left_ms > 0 ? (int)left_ms : 0); /* running jobs finish or are given back */
     events_stop();
+    images_shutdown();
     if (!ok)
         fprintf(stderr, "hearth: %s\n", e.message);
     ratelimit_mw_stop();
     pricing_close();
+    modelclient_close(g_model); /* after the server and the job runners, its last users */
+    g_model = NULL;
     auth_shutdown();
     respcache_setup(NULL, NULL, 0, NULL, NULL);
     if (cache)

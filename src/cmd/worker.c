@@ -8,7 +8,9 @@
 #include <string.h>
 
 #include "../base/log.h"
+#include "../domain/images.h"
 #include "../domain/jobs.h"
+#include "../infra/modelclient.h"
 #include "../infra/redis.h"
 #include "../net/respcache.h"
 #include "commands.h"
@@ -80,6 +82,18 @@ int cmd_worker(int argc, char **argv)
             log_warn("worker: REDIS_URL: %s; imports will not clear the response caches", re.message);
     }
     jobs_register(cfg->data_dir, cfg->test_jobs, redis ? listings_changed : NULL);
+    err_t ie;
+    err_clear(&ie);
+    if (!images_setup(cfg, s, redis ? listings_changed : NULL, &ie)) {
+        fprintf(stderr, "hearth worker: %s\n", ie.message);
+        redis_close(redis);
+        s->ops->close(s);
+        return 1;
+    }
+    err_t me;
+    err_clear(&me);
+    if (!(g_model = modelclient_open(cfg, &me))) /* no client: features are computed in-process */
+        log_warn("model: %s; features are computed in-process", me.message);
     wc.lease_ms = cfg->job_lease_ms;
     sigset_t set;
     sigemptyset(&set);
@@ -91,6 +105,8 @@ int cmd_worker(int argc, char **argv)
     worker_pool_t *w = worker_start(s, &wc, &e);
     if (!w) {
         fprintf(stderr, "hearth worker: %s\n", e.message);
+        modelclient_close(g_model);
+        g_model = NULL;
         respcache_setup(NULL, NULL, 0, NULL, NULL);
         redis_close(redis);
         s->ops->close(s);
@@ -104,6 +120,9 @@ int cmd_worker(int argc, char **argv)
     log_info("worker: %s received; finishing running jobs (at most %d ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
              cfg->shutdown_timeout_ms);
     worker_stop(w, cfg->shutdown_timeout_ms);
+    images_shutdown();
+    modelclient_close(g_model); /* after the runners, its users */
+    g_model = NULL;
     respcache_setup(NULL, NULL, 0, NULL, NULL);
     redis_close(redis);
     s->ops->close(s);

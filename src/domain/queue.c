@@ -14,6 +14,13 @@
     "run_at, lease_holder, lease_expires_at, idempotency_key, created_by, created_at, updated_at, started_at, " \
     "finished_at"
 
+/* The same, qualified: for statements that join jobs with another relation that has an id */
+#define JOB_COLUMNS_JOBS                                                                                          \
+    "jobs.id, jobs.type, jobs.queue, jobs.priority, jobs.status, jobs.payload, jobs.result, jobs.error, "        \
+    "jobs.progress, jobs.message, jobs.attempts, jobs.max_attempts, jobs.run_at, jobs.lease_holder, "           \
+    "jobs.lease_expires_at, jobs.idempotency_key, jobs.created_by, jobs.created_at, jobs.updated_at, "           \
+    "jobs.started_at, jobs.finished_at"
+
 #define BACKOFF_BASE_US 1000000LL    /* the first retry waits up to 1 s */
 #define BACKOFF_CAP_US 3600000000LL  /* no retry waits more than an hour */
 
@@ -236,14 +243,23 @@ bool queue_claim_many(store_conn_t *c, const char *const *queues, int nqueues, c
     "UPDATE jobs SET status = 'running', lease_holder = $1, lease_expires_at = CAST($2 AS BIGINT),"            \
     " attempts = attempts + 1, started_at = COALESCE(started_at, CAST($3 AS BIGINT)),"                         \
     " updated_at = CAST($3 AS BIGINT) WHERE id IN (SELECT id FROM jobs "
+#define CLAIM_SET_PG                                                                                           \
+    "UPDATE jobs SET status = 'running', lease_holder = $1, lease_expires_at = CAST($2 AS BIGINT),"            \
+    " attempts = jobs.attempts + 1, started_at = COALESCE(jobs.started_at, CAST($3 AS BIGINT)),"               \
+    " updated_at = CAST($3 AS BIGINT)"
 #define CLAIM_WHERE                                                                                            \
     " WHERE status IN ('queued', 'failed', 'running') AND queue IN ($4, $5, $6)"                               \
     " AND ((status <> 'running' AND run_at <= CAST($3 AS BIGINT))"                                             \
     " OR (status = 'running' AND lease_expires_at < CAST($3 AS BIGINT)))"                                      \
     " ORDER BY queue_rank, priority DESC, run_at, id LIMIT CAST($7 AS INTEGER)"
-    const char *sql = is_postgres(c) ? CLAIM_SET CLAIM_WHERE " FOR UPDATE SKIP LOCKED) RETURNING " JOB_COLUMNS
-                                     : CLAIM_SET "INDEXED BY jobs_claim" CLAIM_WHERE ") RETURNING " JOB_COLUMNS;
+    /* PostgreSQL: the locked rows in a materialized CTE, so that the subquery runs exactly once
+     * (an IN (subquery) may be run again by the plan and lease more than `max`) */
+    const char *sql = is_postgres(c)
+                          ? "WITH picked AS MATERIALIZED (SELECT id FROM jobs" CLAIM_WHERE " FOR UPDATE SKIP LOCKED) "
+                            CLAIM_SET_PG " FROM picked WHERE jobs.id = picked.id RETURNING " JOB_COLUMNS_JOBS
+                          : CLAIM_SET "INDEXED BY jobs_claim" CLAIM_WHERE ") RETURNING " JOB_COLUMNS;
 #undef CLAIM_SET
+#undef CLAIM_SET_PG
 #undef CLAIM_WHERE
     /* PostgreSQL plans with statistics that a queue outruns: taken when few jobs waited, they make
      * a bitmap scan and a sort of every waiting job look cheaper than walking jobs_claim in order,

@@ -153,6 +153,16 @@ void http_res_text(http_response_t *res, int status, const char *content_type, c
     buf_append(&res->body, body, len);
 }
 
+void http_res_file(http_response_t *res, int status, const char *content_type, int fd, int64_t size)
+{
+    res->status = status;
+    res->content_type = content_type;
+    buf_reset(&res->body);
+    res->has_file = true;
+    res->file_fd = fd;
+    res->file_size = size;
+}
+
 void http_res_error(const http_request_t *req, http_response_t *res, const err_t *e)
 {
     jw_t w;

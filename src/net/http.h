@@ -56,6 +56,7 @@ typedef struct http_request {
     bool auth_present;
     int64_t auth_user_id, auth_session_id;
     void *auth_actor; /* set by app_worker_check: who it found (api/auth.c's actor_t, in the arena) */
+    struct upload *upload; /* ROUTE_UPLOAD: the body as taken in (net/upload.h); owned by the server */
 } http_request_t;
 
 typedef struct http_response {
@@ -73,6 +74,11 @@ typedef struct http_response {
     bool websocket;
     int64_t stream_user_id; /* 0: anonymous */
     bool stream_admin;
+    /* A file as the body (http_res_file): sent in pieces as the client takes them, never read
+     * whole; the server closes the descriptor. */
+    bool has_file;
+    int file_fd;
+    int64_t file_size;
 } http_response_t;
 
 /* Request helpers */
@@ -97,6 +103,8 @@ void http_res_header(http_response_t *res, const char *name, const char *fmt, ..
 /* Begin a JSON body: sets status and content type, and returns a writer over the body. */
 void http_res_json(http_response_t *res, int status, jw_t *w);
 void http_res_text(http_response_t *res, int status, const char *content_type, const char *body, size_t len);
+/* The file open on `fd` (its first `size` bytes) as the body; the response owns the descriptor. */
+void http_res_file(http_response_t *res, int status, const char *content_type, int fd, int64_t size);
 /* The documented error body from `e`, with the request id. */
 void http_res_error(const http_request_t *req, http_response_t *res, const err_t *e);
 void http_res_errorf(const http_request_t *req, http_response_t *res, err_code_t code, const char *fmt, ...)

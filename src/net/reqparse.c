@@ -94,6 +94,13 @@ static int on_headers_complete(llhttp_t *p)
     if (header_done(rp))
         return -1;
     rp->state = RP_BODY;
+    const char *mn = llhttp_method_name((llhttp_method_t)llhttp_get_method(p));
+    rp->req->method = http_method_from(mn, strlen(mn));
+    rp->req->method_name = mn;
+    if (rp->on_head)
+        rp->on_head(rp, rp->on_head_arg);
+    if (rp->err != ERR_NONE)
+        return -1;
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > rp->max_body)
         return reject(rp, ERR_PAYLOAD_TOO_LARGE, "the request body is larger than the limit");
     rp->http10 = llhttp_get_http_major(p) == 1 && llhttp_get_http_minor(p) == 0;
@@ -104,9 +111,6 @@ static int on_headers_complete(llhttp_t *p)
         if (hosts != 1)
             return reject(rp, ERR_BAD_REQUEST, "an HTTP/1.1 request must have exactly one Host header");
     }
-    const char *mn = llhttp_method_name((llhttp_method_t)llhttp_get_method(p));
-    rp->req->method = http_method_from(mn, strlen(mn));
-    rp->req->method_name = mn;
     const char *expect = http_header(rp->req, "Expect");
     if (expect && strcasecmp(expect, "100-continue") == 0)
         rp->want_continue = true;
@@ -116,9 +120,17 @@ static int on_headers_complete(llhttp_t *p)
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     reqparse_t *rp = p->data;
-    if (rp->body.len + n > rp->max_body)
+    if (rp->body_seen + n > rp->max_body)
         return reject(rp, ERR_PAYLOAD_TOO_LARGE, "the request body is larger than the limit");
-    buf_append(&rp->body, at, n);
+    rp->body_seen += n;
+    if (!rp->sink) {
+        buf_append(&rp->body, at, n);
+        return 0;
+    }
+    err_t e;
+    err_clear(&e);
+    if (!rp->sink(rp->sink_arg, at, n, &e))
+        return reject(rp, e.code, e.message);
     return 0;
 }
 
@@ -127,7 +139,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
 static int on_chunk_header(llhttp_t *p)
 {
     reqparse_t *rp = p->data;
-    if (p->content_length > rp->max_body - rp->body.len)
+    if (p->content_length > rp->max_body - rp->body_seen)
         return reject(rp, ERR_PAYLOAD_TOO_LARGE, "the request body is larger than the limit");
     return 0;
 }
@@ -158,7 +170,7 @@ void reqparse_init(reqparse_t *rp, http_request_t *req, size_t max_body)
     pthread_once(&settings_once, settings_setup);
     memset(rp, 0, sizeof *rp);
     rp->req = req;
-    rp->max_body = max_body;
+    rp->max_body = rp->default_max_body = max_body;
     llhttp_init(&rp->parser, HTTP_REQUEST, &settings);
     rp->parser.data = rp;
 }
@@ -191,9 +203,11 @@ size_t reqparse_feed(reqparse_t *rp, const char *data, size_t len)
     return len;
 }
 
-bool reqparse_request(reqparse_t *rp)
+bool reqparse_target(reqparse_t *rp)
 {
     http_request_t *req = rp->req;
+    if (req->path)
+        return true;
     req->target = arena_strndup(req->arena, rp->url.len ? rp->url.data : "", rp->url.len);
     const char *qm = strchr(req->target, '?');
     size_t plen = qm ? (size_t)(qm - req->target) : strlen(req->target);
@@ -205,8 +219,15 @@ bool reqparse_request(reqparse_t *rp)
         return false;
     }
     req->path = path;
-    req->body = rp->body.len ? rp->body.data : "";
-    req->body_len = rp->body.len;
+    return true;
+}
+
+bool reqparse_request(reqparse_t *rp)
+{
+    if (!reqparse_target(rp))
+        return false;
+    rp->req->body = rp->body.len ? rp->body.data : "";
+    rp->req->body_len = rp->sink ? rp->body_seen : rp->body.len;
     return true;
 }
 
@@ -226,4 +247,8 @@ void reqparse_reset(reqparse_t *rp)
     rp->http10 = false;
     rp->err = ERR_NONE;
     rp->msg[0] = '\0';
+    rp->sink = NULL;
+    rp->sink_arg = NULL;
+    rp->body_seen = 0;
+    rp->max_body = rp->default_max_body;
 }

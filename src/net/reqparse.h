@@ -33,7 +33,18 @@ typedef struct reqparse {
     bool keep_alive;    /* valid in RP_DONE */
     bool http10;        /* the request is HTTP/1.0 */
     err_code_t err;
-    char msg[128];
+    char msg[256];
+    /* Called when the headers are complete, before any body byte: the caller may set max_body
+     * and a body sink for this request (an upload route). Cleared by neither reset nor the
+     * parse: set once. */
+    void (*on_head)(struct reqparse *rp, void *arg);
+    void *on_head_arg;
+    /* With `sink` set, body bytes go to it instead of `body` (req->body is then empty and
+     * req->body_len counts them); a sink that fails rejects the request with its error. Reset
+     * between requests, with max_body back to default_max_body. */
+    bool (*sink)(void *arg, const char *p, size_t n, err_t *e);
+    void *sink_arg;
+    size_t body_seen, default_max_body;
 } reqparse_t;
 
 void reqparse_init(reqparse_t *rp, http_request_t *req, size_t max_body);
@@ -44,6 +55,9 @@ size_t reqparse_feed(reqparse_t *rp, const char *data, size_t len);
 /* Completes req from a RP_DONE parse: method, target, decoded path, query and body. false (with
  * err/msg set to a 400) when the target is not a valid origin-form path. */
 bool reqparse_request(reqparse_t *rp);
+/* The target, decoded path and query alone, once the headers are complete (on_head); the same
+ * check as reqparse_request. */
+bool reqparse_target(reqparse_t *rp);
 /* Ready for the next request on the same connection; keeps buffers' memory unless large. */
 void reqparse_reset(reqparse_t *rp);
 

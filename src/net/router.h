@@ -4,6 +4,8 @@
 #ifndef HEARTH_ROUTER_H
 #define HEARTH_ROUTER_H
 
+#include <stdint.h>
+
 #include "http.h"
 
 typedef void (*http_handler_t)(http_request_t *req, http_response_t *res);
@@ -12,6 +14,8 @@ enum {
     ROUTE_ON_LOOP = 1, /* cannot block: runs on the event loop; otherwise on the worker pool */
     ROUTE_CACHE = 2,   /* GET whose 200 responses may be served from the response cache */
     ROUTE_NO_RATELIMIT = 4, /* never rate limited (health checks, metrics) */
+    ROUTE_UPLOAD = 8,  /* a multipart/form-data body taken in as it arrives (net/upload.h): files go
+                        * to temporary files, req->upload; a file may be up to app_upload_max */
 };
 
 struct route {
@@ -33,6 +37,12 @@ extern bool (*app_precheck)(http_request_t *req, http_response_t *res);
  * ROUTE_ON_LOOP go to a worker when a token came with them, so that this check runs. */
 extern bool (*app_worker_check)(http_request_t *req, http_response_t *res);
 int router_count(void);
+/* The table router_match uses: app_routes unless a command that serves something else (`hearth
+ * model-serve`) sets its own before the server starts. */
+void router_use(route_t *table);
+const route_t *router_table(void);
+/* ROUTE_UPLOAD: the largest file part a request may carry, bytes (413 beyond). */
+extern int64_t app_upload_max;
 
 typedef enum { ROUTE_FOUND, ROUTE_NO_PATH, ROUTE_NO_METHOD } route_match_t;
 

@@ -38,6 +38,8 @@
 #include "respcache.h"
 #include "reqparse.h"
 #include "router.h"
+#include "multipart.h"
+#include "upload.h"
 
 #define IN_HIGH_WATER (256 * 1024) /* stop reading while this much waits behind a busy request */
 #define LINGER_MS 2000
@@ -71,6 +73,9 @@ typedef struct conn {
     struct stream_state *st; /* set while open; owned by the connection */
     size_t stream_pending; /* bytes handed to uv_write and not yet written */
     struct conn *snext, *sprev;
+    upload_t *upload; /* ROUTE_UPLOAD: the body being taken in; freed with the request */
+    int file_fd;      /* a file body being sent (http_res_file), -1: none */
+    int64_t file_left, file_off;
 } conn_t;
 
 #define WS_MAX_CHANNELS 32
@@ -673,9 +678,39 @@ static void on_shutdown(uv_shutdown_t *s, int status)
     start_reading(c);
 }
 
+#define FILE_CHUNK (64 * 1024)
+#define UPLOAD_FILES 1 /* file parts an upload may carry: one photo */
+
+static void on_written(uv_write_t *w, int status);
+
+/* The next piece of a file body; false when there is none to send (done, or a read failed). */
+static bool send_file_chunk(conn_t *c)
+{
+    buf_reset(&c->out);
+    buf_reserve(&c->out, FILE_CHUNK);
+    size_t want = c->file_left < FILE_CHUNK ? (size_t)c->file_left : FILE_CHUNK;
+    ssize_t n = pread(c->file_fd, c->out.data, want, c->file_off); /* from the page cache, mostly */
+    if (n <= 0) {
+        log_warn("a file body ended early after %lld bytes: %s", (long long)c->file_off,
+                 n < 0 ? strerror(errno) : "the file is shorter");
+        c->close_after = true; /* the Content-Length cannot be kept: the client sees a short body */
+        return false;
+    }
+    c->file_off += n;
+    c->file_left -= n;
+    uv_buf_t b = uv_buf_init(c->out.data, (unsigned)n);
+    timer_set(c, cfg->idle_timeout_ms);
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) == 0)
+        return true;
+    c->close_after = true;
+    return false;
+}
+
 static void on_written(uv_write_t *w, int status)
 {
     conn_t *c = w->data;
+    if (status == 0 && c->file_left > 0 && !c->closing && !c->lp->stopping && send_file_chunk(c))
+        return;
     uint64_t dur = time_mono_ns() - c->req.start_ns;
     metrics_request(c->req.route ? c->req.route->index : -1, c->req.method, c->res.status, dur);
     metrics_in_flight_add(-1);
@@ -738,6 +773,8 @@ static void write_response(conn_t *c)
             snprintf(c->st->channels[0], sizeof c->st->channels[0], "%s", res->stream_channel);
             c->st->nchannels = 1;
         }
+    } else if (res->has_file) {
+        buf_printf(o, "Content-Length: %lld\r\n", (long long)res->file_size);
     } else if (res->status != 204 && res->status != 304) {
         buf_printf(o, "Content-Length: %zu\r\n", res->body.len);
     }
@@ -759,8 +796,14 @@ static void write_response(conn_t *c)
         ratelimit_mw_headers(o, &c->rl);
     buf_append(o, res->headers.data ? res->headers.data : "", res->headers.len);
     buf_puts(o, "\r\n");
-    if (req->method != METHOD_HEAD && res->status != 204 && res->status != 304)
+    if (res->has_file) { /* the body follows the head in pieces (on_written) */
+        c->file_fd = res->file_fd;
+        c->file_left = req->method == METHOD_HEAD ? 0 : res->file_size;
+        c->file_off = 0;
+        res->has_file = false;
+    } else if (req->method != METHOD_HEAD && res->status != 204 && res->status != 304) {
         buf_append(o, res->body.data ? res->body.data : "", res->body.len);
+    }
     uv_buf_t b = uv_buf_init(o->data, (unsigned)o->len);
     c->wreq.data = c;
     timer_set(c, cfg->idle_timeout_ms); /* a client that stops reading is dropped */
@@ -890,10 +933,25 @@ static void respond(conn_t *c)
     write_response(c);
 }
 
+/* A file body not (wholly) sent, or a handler's file never written: closed. */
+static void file_done(conn_t *c)
+{
+    if (c->file_fd >= 0)
+        close(c->file_fd);
+    c->file_fd = -1;
+    c->file_left = c->file_off = 0;
+    if (c->res.has_file)
+        close(c->res.file_fd);
+    c->res.has_file = false;
+}
+
 /* Between requests a connection keeps only small buffers: large ones go back to the allocator,
  * and so does the arena, so idle keep-alive connections cost little memory. */
 static void reset_request(conn_t *c)
 {
+    upload_free(c->upload); /* and its temporary files */
+    c->upload = NULL;
+    file_done(c);
     reqparse_reset(&c->rp);
     if (c->out.cap > 4096)
         buf_free(&c->out);
@@ -915,6 +973,58 @@ static void reset_request(conn_t *c)
 
 /* Reading --------------------------------------------------------------------------------------*/
 
+/* Uploads ---------------------------------------------------------------------------------------
+ * At the end of a request's headers: a route that takes uploads (ROUTE_UPLOAD) gets its body
+ * through net/upload.c rather than held in memory, with the uploads' limit (app_upload_max) and
+ * one file part. The file is written from the loop (write() to a temporary file under
+ * HEARTH_DATA_DIR/tmp: the page cache takes it, though a saturated disk would stall the loop) and
+ * removed when the request is done; who may upload is the handler's to decide, once the body is
+ * in. HEARTH_BODY_TIMEOUT_MS bounds the silence between pieces of an upload, not its length. */
+
+static bool upload_sink(void *arg, const char *p, size_t n, err_t *e) { return upload_feed(arg, p, n, e); }
+
+static void on_head(reqparse_t *rp, void *arg)
+{
+    conn_t *c = arg;
+    char allow[128];
+    if (!reqparse_target(rp)) { /* a bad target: answered as usual, a 400 once the body is in */
+        rp->err = ERR_NONE;
+        rp->msg[0] = '\0';
+        c->req.path = NULL;
+        return;
+    }
+    if (router_match(&c->req, allow, sizeof allow) != ROUTE_FOUND || !(c->req.route->flags & ROUTE_UPLOAD))
+        return; /* answered as usual once the body is in */
+    char dir[sizeof cfg->data_dir + 8];
+    snprintf(dir, sizeof dir, "%s/tmp", cfg->data_dir);
+    err_t e;
+    err_clear(&e);
+    c->upload = upload_new(dir, http_header(&c->req, "Content-Type"), app_upload_max, UPLOAD_FILES, &e);
+    if (!c->upload) {
+        rp->err = e.code;
+        snprintf(rp->msg, sizeof rp->msg, "%s", e.message);
+        return;
+    }
+    rp->sink = upload_sink;
+    rp->sink_arg = c->upload;
+    rp->max_body = (size_t)app_upload_max + UPLOAD_FIELD_MAX * MULTIPART_MAX_PARTS + 65536; /* the rest of the multipart body */
+}
+
+/* The body is in: the upload is complete, or the request is answered with why not. */
+static void upload_done(conn_t *c)
+{
+    err_t e;
+    err_clear(&e);
+    if (!c->upload)
+        return;
+    if (!upload_finish(c->upload, &e)) {
+        c->rp.err = e.code;
+        snprintf(c->rp.msg, sizeof c->rp.msg, "%s", e.message);
+        return;
+    }
+    c->req.upload = c->upload;
+}
+
 /* Parses what is buffered, one request at a time, while no request is being answered. */
 static void conn_process(conn_t *c)
 {
@@ -928,6 +1038,8 @@ static void conn_process(conn_t *c)
             if (now == RP_HEAD)
                 timer_set(c, cfg->header_timeout_ms);
         }
+        if (now == RP_BODY && before == RP_BODY && c->upload && used > 0)
+            timer_set(c, cfg->body_timeout_ms); /* an upload may take long: the limit is on silence */
         if (now == RP_BODY && before != RP_BODY) {
             timer_set(c, cfg->body_timeout_ms);
             if (c->rp.want_continue) {
@@ -941,8 +1053,10 @@ static void conn_process(conn_t *c)
             respond(c);
             return;
         }
-        if (now == RP_DONE)
+        if (now == RP_DONE) {
+            upload_done(c);
             respond(c);
+        }
     }
 }
 
@@ -1012,6 +1126,8 @@ static void on_handle_closed(uv_handle_t *h)
     if (--c->handles > 0)
         return;
     stream_free(c);
+    upload_free(c->upload);
+    file_done(c);
     buf_free(&c->in);
     buf_free(&c->out);
     reqparse_free(&c->rp);
@@ -1075,7 +1191,10 @@ static void on_connection(uv_stream_t *server, int status)
     c->lp = lp;
     arena_init(&c->arena);
     c->req.arena = &c->arena;
+    c->file_fd = -1;
     reqparse_init(&c->rp, &c->req, cfg->max_body);
+    c->rp.on_head = on_head;
+    c->rp.on_head_arg = c;
     struct sockaddr_storage ss;
     int len = sizeof ss;
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
