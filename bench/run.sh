@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bench/run.sh BIN: run hearth's benchmarks in order (http, search, idle, postgres, cache, cache_zipf, ws, jobs, ml, recommend), print their figures and a
+# bench/run.sh BIN: run hearth's benchmarks in order (http, search, idle, postgres, cache, cache_zipf, ws, jobs, ml,
+# recommend, images, hnsw), print their figures and a
 # summary with PASS/MISS per target. Exits 0 even when a target is missed (benchmarks are not
 # tests); exits non-zero only when it cannot run at all (no binary, no wrk). See bench/README.md.
 set -uo pipefail
@@ -19,7 +20,7 @@ echo "binary: $BIN"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
-for b in http search idle postgres cache cache_zipf ws jobs ml recommend; do
+for b in http search idle postgres cache cache_zipf ws jobs ml recommend images hnsw; do
   "$HERE/$b.sh" "$BIN" > >(tee -a "$LOG") 2>&1 &
   child=$!
   wait "$child"

@@ -545,8 +545,10 @@ static bool record(store_conn_t *c, const image_t *m, const image_features_t *f,
               store_query(c,
                           "DELETE FROM image_duplicates WHERE image_id = CAST($1 AS BIGINT) OR duplicate_id = CAST($1 AS BIGINT)",
                           1, v, &a, &r, e) &&
-              (!pgvector || store_query(c, "UPDATE images SET embedding_v = CAST($2 AS vector) WHERE id = CAST($1 AS BIGINT)",
-                                        2, (const char *[]){v[0], vector_text(f->embedding, &a)}, &a, &r, e));
+              (!pgvector || store_query(c,
+                                        "UPDATE images SET embedding_v = CAST($2 AS vector),"
+                                        " phash_bits = CAST(CAST($3 AS BIGINT) AS bit(64)) WHERE id = CAST($1 AS BIGINT)",
+                                        3, (const char *[]){v[0], vector_text(f->embedding, &a), v[6]}, &a, &r, e));
     for (int i = 0; ok && i < ndups; i++) {
         const char *d[] = {v[0], store_num(&a, dups[i].id), store_num(&a, dups[i].distance),
                            arena_printf(&a, "%.6f", dups[i].similarity)};
@@ -572,6 +574,40 @@ static bool record(store_conn_t *c, const image_t *m, const image_features_t *f,
 static bool put_variant(const char *key, const buf_t *b, const char *type, err_t *e)
 {
     return objects_put(objects, key, b->data, b->len, type, e);
+}
+
+/* PostgreSQL with pgvector: the candidates from the Hamming HNSW index on images.phash_bits, nearest
+ * first, kept while within IMAGEPROC_DUP_RADIUS and when imageproc_near_duplicate says so. */
+static bool pg_duplicates(store_conn_t *c, int64_t self, const image_features_t *f, imageindex_hit_t *out, int max,
+                          int *n, err_t *e)
+{
+    arena_t a;
+    arena_init(&a);
+    const char *v[] = {store_num(&a, (int64_t)f->phash), store_num(&a, self), store_num(&a, max)};
+    store_rows_t r, set;
+    bool ok = store_query(c, "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', false),"
+                             " set_config('hnsw.ef_search', '100', false)",
+                          0, NULL, &a, &set, e) &&
+              store_query(c,
+                          "SELECT id, property_id, phash, embedding FROM images WHERE phash_bits IS NOT NULL"
+                          " AND status = 'ready' AND id <> CAST($2 AS BIGINT)"
+                          " ORDER BY phash_bits <~> CAST(CAST($1 AS BIGINT) AS bit(64)) LIMIT CAST($3 AS INTEGER)",
+                          3, v, &a, &r, e);
+    image_features_t *cand = calloc(1, sizeof *cand);
+    *n = 0;
+    for (int i = 0; ok && i < r.nrows && *n < max; i++) {
+        cand->phash = (uint64_t)store_cell_i64(&r, i, 2);
+        int dist = imageproc_hamming(f->phash, cand->phash);
+        if (dist > IMAGEPROC_DUP_RADIUS || !imageindex_embedding_decode(store_cell(&r, i, 3), cand->embedding) ||
+            !imageproc_near_duplicate(f, cand))
+            continue; /* the relaxed order of an iterative scan: read them all */
+        out[(*n)++] = (imageindex_hit_t){.id = store_cell_i64(&r, i, 0), .property_id = store_cell_i64(&r, i, 1),
+                                         .distance = dist,
+                                         .similarity = imageproc_similarity(f->embedding, cand->embedding)};
+    }
+    free(cand);
+    arena_free(&a);
+    return ok;
 }
 
 static job_outcome_t job_process(job_ctx_t *ctx, const job_t *job, buf_t *result, char *error, size_t errlen)
@@ -647,11 +683,13 @@ static job_outcome_t job_process(job_ctx_t *ctx, const job_t *job, buf_t *result
     }
     job_progress(ctx, 80, "looking for duplicates");
     c = s->ops->acquire(s, 5000, &e);
-    if (!c || !imageindex_sync(c, true, &e)) {
+    int ndups = 0;
+    if (!c || !(pgvector ? pg_duplicates(c, m.id, f, dups, MAX_DUPLICATES, &ndups, &e)
+                         : imageindex_sync(c, true, &e) &&
+                               (ndups = imageindex_duplicates(m.id, f->phash, f->embedding, dups, MAX_DUPLICATES), true))) {
         out = fail(error, errlen, JOB_RETRY, e.message);
         goto done;
     }
-    int ndups = imageindex_duplicates(m.id, f->phash, f->embedding, dups, MAX_DUPLICATES);
     if (!record(c, &m, f, keys, dups, ndups, &e)) {
         if (e.code == ERR_NOT_FOUND) { /* deleted meanwhile: its variants go too */
             err_t de;
@@ -661,7 +699,8 @@ static job_outcome_t job_process(job_ctx_t *ctx, const job_t *job, buf_t *result
         out = fail(error, errlen, e.code == ERR_NOT_FOUND ? JOB_FAIL : JOB_RETRY, e.message);
         goto done;
     }
-    imageindex_add(m.id, m.property_id, f->phash, f->embedding);
+    if (!pgvector) /* with pgvector the database is the index */
+        imageindex_add(m.id, m.property_id, f->phash, f->embedding);
     if (changed)
         changed();
     buf_printf(result, "{\"image_id\":%lld,\"width\":%d,\"height\":%d,\"duplicates\":%d}", (long long)m.id, f->width,
@@ -725,7 +764,8 @@ static job_outcome_t job_delete_objects(job_ctx_t *ctx, const job_t *job, buf_t 
     return out;
 }
 
-/* PostgreSQL: pgvector's column and HNSW index for the embeddings, when the extension can be had
+/* PostgreSQL: pgvector's columns and HNSW indexes for the embeddings (cosine) and the hashes
+ * (Hamming, on bit(64)), when the extension can be had
  * (made here rather than in a migration: the PostgreSQL backend works without pgvector, and gains
  * it when an administrator installs it), and the embeddings of photos processed before. */
 static void ensure_pgvector(store_t *s)
@@ -751,6 +791,16 @@ static void ensure_pgvector(store_t *s)
                                   store_query(c,
                                               "CREATE INDEX IF NOT EXISTS images_embedding_v ON images USING hnsw"
                                               " (embedding_v vector_cosine_ops) WITH (m = 16, ef_construction = 200)",
+                                              0, NULL, &a, &r, &e) &&
+                                  store_query(c, "ALTER TABLE images ADD COLUMN IF NOT EXISTS phash_bits bit(64)", 0, NULL,
+                                              &a, &r, &e) &&
+                                  store_query(c,
+                                              "CREATE INDEX IF NOT EXISTS images_phash_bits ON images USING hnsw"
+                                              " (phash_bits bit_hamming_ops)",
+                                              0, NULL, &a, &r, &e) &&
+                                  store_query(c,
+                                              "UPDATE images SET phash_bits = CAST(phash AS bit(64))"
+                                              " WHERE phash IS NOT NULL AND phash_bits IS NULL",
                                               0, NULL, &a, &r, &e),
                               &e);
             if (ok)
@@ -875,13 +925,13 @@ bool images_setup(const config_t *cfg, store_t *s, void (*listings_changed)(void
     sweep_uploads(tmp);
     if (!imageproc_init(e) || !(objects = objects_open(cfg, e)) || !imageindex_open(cfg->data_dir, e))
         return false;
-    store_conn_t *c = s->ops->acquire(s, 5000, e);
-    bool ok = c && imageindex_sync(c, true, e);
+    ensure_pgvector(s);
+    store_conn_t *c = pgvector ? NULL : s->ops->acquire(s, 5000, e);
+    bool ok = pgvector || (c && imageindex_sync(c, true, e)); /* with pgvector the database is the index */
     if (c)
         s->ops->release(s, c);
     if (!ok)
         return false;
-    ensure_pgvector(s);
     worker_register("image.process", job_process);
     worker_register("image.delete_objects", job_delete_objects);
     log_info("images: object store %s; similar photos searched %s (%zu photo(s) indexed in process)",
