@@ -21,9 +21,8 @@
  * holds ef of them (ef >= k). The exact-scan rule: when the layer-0 search ends with fewer than ef
  * such nodes -- the reachable graph ran out, or it evaluated more than max(nodes / 4, 256)
  * vectors without filling the list (a selective filter, many deletions, ef above the live count)
- * -- the answer is instead an exact scan over every live accepted vector. A filtered or depleted
- * search is therefore exact exactly when the graph could not serve it, and never returns fewer
- * than min(k, live accepted) results.
+ * -- the answer is instead an exact scan over every live accepted vector. So a search the graph
+ * cannot serve is answered exactly, and no search returns fewer than min(k, live accepted).
  *
  * Storage: vectors in one contiguous, 64-byte aligned array (a row of `stride` floats per node);
  * layer-0 links in one flat array of (1 + M0) uint32 per node (count, then node indices); upper
@@ -38,7 +37,7 @@
  *   nodes x { i64 id, u8 level, u8 deleted }
  *   nodes x dim f32 (normalised)
  *   nodes x levels 0..level x { u32 count, count x u32 node }
- *   u64 FNV-1a (64-bit) of every byte before it
+ *   u64 FNV-1a (64-bit) of every byte before it (zlib's CRC-32 is not linked; FNV is a loop)
  * A load checks every count and index against the header and the file size before it allocates or
  * uses them, so a damaged or hostile file is an error, never an out-of-bounds access. */
 #define _GNU_SOURCE /* pthread_rwlockattr_setkind_np */
@@ -46,7 +45,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -133,32 +131,20 @@ struct hnsw {
  * on arm64, AVX2 + FMA in the clone below when the CPU has them. The summation order is fixed, so a
  * given machine always gives the same similarity for the same pair. */
 typedef float v8f __attribute__((vector_size(32)));
+typedef float v8f_u __attribute__((vector_size(32), aligned(4), may_alias)); /* any float pointer */
 
 static inline __attribute__((always_inline)) float dot_body(const float *restrict a, const float *restrict b, int n)
 {
     v8f s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
     int i = 0;
     for (; i + 32 <= n; i += 32) {
-        v8f a0, a1, a2, a3, b0, b1, b2, b3;
-        memcpy(&a0, a + i, 32);
-        memcpy(&a1, a + i + 8, 32);
-        memcpy(&a2, a + i + 16, 32);
-        memcpy(&a3, a + i + 24, 32);
-        memcpy(&b0, b + i, 32);
-        memcpy(&b1, b + i + 8, 32);
-        memcpy(&b2, b + i + 16, 32);
-        memcpy(&b3, b + i + 24, 32);
-        s0 += a0 * b0;
-        s1 += a1 * b1;
-        s2 += a2 * b2;
-        s3 += a3 * b3;
+        s0 += *(const v8f_u *)(a + i) * *(const v8f_u *)(b + i);
+        s1 += *(const v8f_u *)(a + i + 8) * *(const v8f_u *)(b + i + 8);
+        s2 += *(const v8f_u *)(a + i + 16) * *(const v8f_u *)(b + i + 16);
+        s3 += *(const v8f_u *)(a + i + 24) * *(const v8f_u *)(b + i + 24);
     }
-    for (; i + 8 <= n; i += 8) {
-        v8f a0, b0;
-        memcpy(&a0, a + i, 32);
-        memcpy(&b0, b + i, 32);
-        s0 += a0 * b0;
-    }
+    for (; i + 8 <= n; i += 8)
+        s0 += *(const v8f_u *)(a + i) * *(const v8f_u *)(b + i);
     v8f s = (s0 + s1) + (s2 + s3);
     float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
     for (; i < n; i++)
@@ -506,20 +492,21 @@ size_t hnsw_count(const hnsw_t *h)
 
 /* ------------------------------------------------------------------ scratch pool */
 
-static bool grow(void **p, uint32_t *cap, uint32_t need, size_t size)
+static bool cands_reserve(cand_t **a, uint32_t *cap, uint32_t need)
 {
     if (need <= *cap)
         return true;
-    void *np = realloc(*p, (size_t)need * size);
-    if (!np)
+    cand_t *na = realloc(*a, (size_t)need * sizeof *na);
+    if (!na)
         return false;
-    *p = np;
+    *a = na;
     *cap = need;
     return true;
 }
 
 /* A scratch block sized for the index as it is (the caller holds the lock) and a result list of
- * `nres`; NULL when out of memory. */
+ * `nres`; NULL when out of memory. A block keeps what it grew to (about 10 bytes a node) until the
+ * index is freed. */
 static scratch_t *scratch_get(hnsw_t *h, uint32_t nres)
 {
     pthread_mutex_lock(&h->pool_lock);
@@ -547,9 +534,8 @@ static scratch_t *scratch_get(hnsw_t *h, uint32_t nres)
         ok = s->marks != NULL;
     }
     uint32_t ntmp = nres + 1 > (uint32_t)h->m0 + 1 ? nres + 1 : (uint32_t)h->m0 + 1;
-    ok = ok && grow((void **)&s->cand.a, &s->cand.cap, nodes, sizeof(cand_t)) &&
-         grow((void **)&s->res.a, &s->res.cap, nres + 1, sizeof(cand_t)) &&
-         grow((void **)&s->tmp, &s->ntmp, ntmp, sizeof(cand_t));
+    ok = ok && cands_reserve(&s->cand.a, &s->cand.cap, nodes) && cands_reserve(&s->res.a, &s->res.cap, nres + 1) &&
+         cands_reserve(&s->tmp, &s->ntmp, ntmp);
     if (!ok) {
         scratch_free(s);
         return NULL;

@@ -36,7 +36,7 @@ bool hnsw_remove(hnsw_t *h, int64_t id); /* false when the id is not there */
  * them or has seen every vector: selective filters stay correct. The rule (hnsw.c): when the
  * graph search cannot fill its list of ef live accepted vectors within a bounded effort, the
  * answer is an exact scan over the live accepted vectors. `accept` runs under the index's read
- * lock, possibly from several threads at once: it must not add to or remove from this index. */
+ * lock, possibly from several threads at once: it must not call into this index. */
 int hnsw_search(hnsw_t *h, const float *q, int k, int ef, bool (*accept)(void *arg, int64_t id), void *arg,
                 int64_t *ids, float *sims);
 

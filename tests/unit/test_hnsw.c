@@ -1,10 +1,11 @@
 /* test_hnsw: the HNSW index (infra/hnsw.c) against brute force. recall@10 at ef=100 on 5,000
  * random unit vectors is at least 0.95 (uniform ones of dimension 64, a Gaussian mixture of
- * dimension 256); a replaced id answers with its new
- * vector; a removed id is never returned; a 1% filter gives exactly the brute-force answer over the
- * accepted ids (the exact-scan rule); save then load gives bit-identical answers and the same file
- * again, and the same seed gives the same file; every truncation and corruption of a file is
- * refused with an error; searches run alongside adds and removes from other threads.
+ * dimension 256); a replaced id answers with its new vector; a removed id is never returned; a 1%
+ * filter gives exactly the brute-force answer over the accepted ids (the exact-scan rule); save
+ * then load gives bit-identical answers and the same file again, and the same seed gives the same
+ * file; every truncation and corruption of a file is refused with an error (a damaged copy with a
+ * valid checksum, if it loads at all, is usable); searches run alongside adds and removes from
+ * other threads.
  *
  * "Exactly the brute-force answer" allows for ties: position by position the similarities agree to
  * 1e-5, and every id returned is distinct, accepted, live and has the similarity reported. */
@@ -266,7 +267,7 @@ static void replacing_an_id(void **state)
 {
     enum { N = 2000, DIM = 32 };
     corpus_t c = {N, DIM, random_vectors(N, DIM, 5), NULL};
-    hnsw_t *h = build(&c, 16, 100, 3);
+    hnsw_t *h = build(&c, 8, 100, 3);
     float *fresh = random_vectors(N, DIM, 6);
     int64_t ids[K];
     float sims[K];
@@ -367,7 +368,7 @@ static void selective_filter_is_exact(void **state)
     corpus_t c = {N, DIM, random_vectors(N, DIM, 21), calloc(N, sizeof(bool))};
     for (int i = 0; i < N; i++)
         c.live[i] = true;
-    hnsw_t *h = build(&c, 16, 200, 8);
+    hnsw_t *h = build(&c, 8, 100, 8);
     float *qs = random_vectors(100, DIM, 22);
     int64_t ids[K];
     float sims[K];
