@@ -41,7 +41,7 @@ route_t app_routes[] = {
     {METHOD_GET, "/api/recommendations", recommendations_get, 0, 30, "read"},
     {METHOD_POST, "/api/recommendations", recommendations_post, 0, 31, "read"},
     {METHOD_POST, "/api/ml/extract-features", ml_extract_features, 0, 32, "write"},
-    {METHOD_POST, "/api/properties/{id}/images", images_upload, ROUTE_UPLOAD, 33, "write"},
+    {METHOD_POST, "/api/properties/{id}/images", images_upload, ROUTE_UPLOAD | ROUTE_TOKEN, 33, "write"},
     {METHOD_GET, "/api/properties/{id}/images", images_list, 0, 34, "read"},
     {METHOD_GET, "/api/images/{id}", images_get, 0, 35, "read"},
     {METHOD_GET, "/api/images/{id}/content", images_content, 0, 36, "read"},

@@ -16,6 +16,8 @@ enum {
     ROUTE_NO_RATELIMIT = 4, /* never rate limited (health checks, metrics) */
     ROUTE_UPLOAD = 8,  /* a multipart/form-data body taken in as it arrives (net/upload.h): files go
                         * to temporary files, req->upload; a file may be up to app_upload_max */
+    ROUTE_TOKEN = 16,  /* with ROUTE_UPLOAD: a request without a token is refused (401) before its
+                        * body is taken in */
 };
 
 struct route {

@@ -995,6 +995,11 @@ static void on_head(reqparse_t *rp, void *arg)
     }
     if (router_match(&c->req, allow, sizeof allow) != ROUTE_FOUND || !(c->req.route->flags & ROUTE_UPLOAD))
         return; /* answered as usual once the body is in */
+    if ((c->req.route->flags & ROUTE_TOKEN) && !http_header(&c->req, "Authorization")) {
+        rp->err = ERR_UNAUTHORIZED; /* refused before anything is written to disk */
+        snprintf(rp->msg, sizeof rp->msg, "this route needs a bearer token (Authorization: Bearer ...)");
+        return;
+    }
     char dir[sizeof cfg->data_dir + 8];
     snprintf(dir, sizeof dir, "%s/tmp", cfg->data_dir);
     err_t e;
