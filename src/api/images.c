@@ -187,31 +187,17 @@ void images_get(http_request_t *req, http_response_t *res)
     err_clear(&e);
     image_t img;
     property_t p;
-    buf_t dups;
-    buf_init(&dups);
-    jw_t dw;
-    jw_init(&dw, &dups);
-    jw_obj_begin(&dw);
-    bool ok = visible_image(req, c, &actor, &img, &p, &e) && image_write_duplicates(c, img.id, req->arena, &dw, &e);
-    jw_obj_end(&dw);
-    app_store_done(c);
-    if (!ok) {
-        buf_free(&dups);
-        http_res_error(req, res, &e);
-        return;
+    bool ok = visible_image(req, c, &actor, &img, &p, &e);
+    if (ok) { /* the image's fields, then its duplicates, in one object */
+        jw_t w;
+        http_res_json(res, 200, &w);
+        image_write_fields(&w, &img);
+        ok = image_write_duplicates(c, img.id, req->arena, &w, &e);
+        jw_obj_end(&w);
     }
-    /* the image object, with "duplicates" added before its closing brace */
-    jw_t w;
-    buf_t one;
-    buf_init(&one);
-    jw_init(&w, &one);
-    image_write_json(&w, &img);
-    http_res_json(res, 200, &w);
-    buf_append(&res->body, one.data, one.len - 1);
-    buf_putc(&res->body, ',');
-    buf_append(&res->body, dups.data + 1, dups.len - 1);
-    buf_free(&one);
-    buf_free(&dups);
+    app_store_done(c);
+    if (!ok)
+        http_res_error(req, res, &e); /* replaces whatever was written */
 }
 
 void images_content(http_request_t *req, http_response_t *res)

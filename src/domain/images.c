@@ -173,6 +173,12 @@ static void write_url(jw_t *w, const char *key, const image_t *m, const char *va
 
 void image_write_json(jw_t *w, const image_t *m)
 {
+    image_write_fields(w, m);
+    jw_obj_end(w);
+}
+
+void image_write_fields(jw_t *w, const image_t *m)
+{
     bool ready = strcmp(m->status, "ready") == 0;
     jw_obj_begin(w);
     jw_kint(w, "id", m->id);
@@ -242,7 +248,6 @@ void image_write_json(jw_t *w, const image_t *m)
         jw_time(w, m->processed_at);
     else
         jw_null(w);
-    jw_obj_end(w);
 }
 
 bool image_write_duplicates(store_conn_t *c, int64_t id, arena_t *a, jw_t *w, err_t *e)

@@ -76,8 +76,10 @@ typedef struct image_objects {
 bool image_listing_objects(store_conn_t *c, int64_t property_id, arena_t *a, image_objects_t *out, err_t *e);
 bool image_release_objects(store_conn_t *c, const image_objects_t *o, err_t *e);
 
-/* The image as the API shows it; `urls`: its content URLs under /api/images/ID/content. */
+/* The image as the API shows it; `urls`: its content URLs under /api/images/ID/content.
+ * image_write_fields leaves the object open, for the caller to add to and close. */
 void image_write_json(jw_t *w, const image_t *img);
+void image_write_fields(jw_t *w, const image_t *img);
 /* Writes "duplicates": [{"image_id", "property_id", "distance", "similarity"}] of `id`. */
 bool image_write_duplicates(store_conn_t *c, int64_t id, arena_t *a, jw_t *w, err_t *e);
 
