@@ -30,6 +30,11 @@
 #include "app.h"
 
 #define RELAY_BATCH 100
+/* The relay reads on from where it left off (relay.floor): the rows it marked published leave
+ * dead entries at the start of outbox_unpublished on PostgreSQL until vacuum, and a read from the
+ * first id walks them all. An event may commit after others with higher ids (its transaction
+ * took its id first), so every RELAY_FULL_EVERY_US one read starts from the first id again. */
+#define RELAY_FULL_EVERY_US 2000000
 #define RELAY_POLL_MS 50          /* without NOTIFY (SQLite) */
 #define RELAY_IDLE_MS 1000        /* with NOTIFY: a safety net */
 #define RELAY_RETRY_MS 1000       /* after a failed publish */
@@ -48,6 +53,7 @@ static struct {
     bool woken;
     struct store_listener *listener;
     redis_sub_t *sub;
+    int64_t floor, full_at_us; /* the relay thread's own */
 } relay = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 /* The event as clients see it (seed 002's WSEvent) and its event-stream frame. */
@@ -186,15 +192,20 @@ static int relay_batch(void)
      * to do now); on SQLite the write lock BEGIN IMMEDIATE takes. The published marks need not be
      * durable at once: a mark a database crash takes back means the event goes out again, and
      * consumers drop it by its id */
+    int64_t now = time_now_us();
+    bool full = now - relay.full_at_us >= RELAY_FULL_EVERY_US;
+    const char *from = arena_printf(&a, "%lld", full ? 0LL : (long long)relay.floor);
     if (store_begin(c, true, &e) &&
         s->ops->query(c,
                       is_postgres(c)
                           ? "WITH relay AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(7236100302) AS mine)"
                             " SELECT id, channel, type, data, created_at, owner_id FROM outbox_events, relay"
-                            " WHERE relay.mine AND published_at IS NULL ORDER BY id LIMIT 100"
+                            " WHERE relay.mine AND published_at IS NULL AND id >= CAST($1 AS BIGINT) ORDER BY id LIMIT 100"
                           : "SELECT id, channel, type, data, created_at, owner_id FROM outbox_events WHERE published_at IS NULL"
-                            " ORDER BY id LIMIT 100",
-                      0, NULL, &a, &r, &e)) {
+                            " AND id >= CAST($1 AS BIGINT) ORDER BY id LIMIT 100",
+                      1, &from, &a, &r, &e)) {
+        if (full)
+            relay.full_at_us = now;
         int published = r.nrows > 0 && publish(&r, r.nrows, &a) ? r.nrows : 0;
         bool ok = true;
         if (published > 0) { /* exactly the rows published (not a range: a row may commit in between) */
@@ -214,6 +225,11 @@ static int relay_batch(void)
         }
         ok = store_finish(c, ok, &e);
         n = ok && published == r.nrows ? published : -1;
+        if (n > 0) { /* every visible row below the last one read was read */
+            int64_t last = strtoll(store_cell(&r, r.nrows - 1, 0), NULL, 10);
+            if (last + 1 > relay.floor)
+                relay.floor = last + 1;
+        }
     } else {
         store_finish(c, false, &e);
     }

@@ -128,6 +128,21 @@ def sql(server, statement):
         db.close()
 
 
+def query(server, statement):
+    """The first column of the first row of a query on the server's database, as text."""
+    url = base_env(server.data_dir, server.extra_env).get("DATABASE_URL", "")
+    if url.startswith("postgres"):
+        return subprocess.run(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", url, "-c", statement], check=True,
+                              stdout=subprocess.PIPE, text=True).stdout.strip()
+    import sqlite3
+    db = sqlite3.connect(os.path.join(server.data_dir, "hearth.db"), timeout=10)
+    try:
+        row = db.execute(statement).fetchone()
+        return "" if row is None else str(row[0])
+    finally:
+        db.close()
+
+
 def run_cli(args, data_dir, extra_env=None, timeout=60, stdin=None):
     """Runs `hearth ARGS` to completion; returns CompletedProcess with text stdout/stderr."""
     return subprocess.run([BIN] + list(args), env=base_env(data_dir, extra_env),
