@@ -30,10 +30,13 @@
 #include "app.h"
 
 #define RELAY_BATCH 100
-/* The relay reads on from where it left off (relay.floor): the rows it marked published leave
+/* The relay reads on from near where it left off (relay.floor): the rows it marked published leave
  * dead entries at the start of outbox_unpublished on PostgreSQL until vacuum, and a read from the
  * first id walks them all. An event may commit after others with higher ids (its transaction
- * took its id first), so every RELAY_FULL_EVERY_US one read starts from the first id again. */
+ * took its id first): the floor stays RELAY_LOOKBACK_IDS behind the last id read, which catches
+ * the writers racing each other at once, and every RELAY_FULL_EVERY_US one read starts from the
+ * first id again, for a transaction that took longer. */
+#define RELAY_LOOKBACK_IDS 1000
 #define RELAY_FULL_EVERY_US 2000000
 #define RELAY_POLL_MS 50          /* without NOTIFY (SQLite) */
 #define RELAY_IDLE_MS 1000        /* with NOTIFY: a safety net */
@@ -227,8 +230,8 @@ static int relay_batch(void)
         n = ok && published == r.nrows ? published : -1;
         if (n > 0) { /* every visible row below the last one read was read */
             int64_t last = strtoll(store_cell(&r, r.nrows - 1, 0), NULL, 10);
-            if (last + 1 > relay.floor)
-                relay.floor = last + 1;
+            if (last + 1 - RELAY_LOOKBACK_IDS > relay.floor)
+                relay.floor = last + 1 - RELAY_LOOKBACK_IDS;
         }
     } else {
         store_finish(c, false, &e);
